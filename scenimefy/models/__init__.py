@@ -1,0 +1,1 @@
+"""Networks (plain PyTorch). Import submodules directly, e.g. `scenimefy.models.translator`."""
