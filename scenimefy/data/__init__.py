@@ -1,0 +1,1 @@
+"""Reading, decoding and generating image data (no Ray here; the Ray layer wraps these)."""
