@@ -1,0 +1,191 @@
+"""Stage 3 on Ray Train: prepare data with Ray Data, run `train_translator` on N DDP workers."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from scenimefy.config import Config, flatten, from_dict, to_dict
+from scenimefy.distributed.cluster import ddp_kwargs, init_ray, local_path
+from scenimefy.distributed.data import PreparedSet, ShardSource, prepare_images, prepare_pairs
+from scenimefy.stages.context import WorkerContext
+from scenimefy.tracking import MlflowTracker, NullTracker, find_or_create_run, resolve_tracking_uri
+
+
+@dataclass
+class TrainOutcome:
+    run_dir: str
+    generator: str  # the final inference snapshot
+    checkpoint: str  # the latest training checkpoint (Ray storage)
+    step: int
+    mlflow_run_id: str
+    tracking_uri: str
+    resumed_from_step: int | None = None
+    rank_checksums: tuple[float, ...] = ()  # one per worker: equal when DDP kept them identical
+
+
+def run_dir_of(cfg: Config) -> Path:
+    return Path(local_path(cfg.run.output_dir)) / cfg.run.name
+
+
+def storage_path_of(cfg: Config) -> str:
+    """Ray Train/Tune storage: `<output_dir>/ray`, local or a shared URI (s3://, gs://, NFS)."""
+    return local_path(cfg.run.output_dir).rstrip("/") + "/ray"
+
+
+def prepare_translator_data(cfg: Config) -> dict[str, PreparedSet]:
+    cache = local_path(cfg.data.cache_dir) if cfg.data.cache_dir else str(Path(local_path(cfg.run.output_dir)) / "cache")
+    size = cfg.data.load_size
+    return {
+        "photos": prepare_images(cfg.data.photos, size=size, cache_dir=cache, what="photos"),
+        "anime": prepare_images(cfg.data.anime, size=size, cache_dir=cache, what="anime"),
+        "pairs": prepare_pairs(cfg.data.pairs, size=size, cache_dir=cache),
+    }
+
+
+def steps_per_epoch_for(cfg: Config, prepared: dict[str, PreparedSet]) -> int:
+    """The authors' epoch, max(|X|, |Y|) images, in global batches (or the configured value)."""
+    t, workers = cfg.translator, cfg.run.num_workers
+    for name, p in prepared.items():
+        per_worker = p.num_rows // workers
+        if per_worker < t.batch_size_per_worker:
+            raise ValueError(
+                f"{name}: {p.num_rows} usable image(s) give each of {workers} workers {per_worker}, fewer than "
+                f"translator.batch_size_per_worker={t.batch_size_per_worker}; add images or lower the batch / workers"
+            )
+    if t.steps_per_epoch:
+        return t.steps_per_epoch
+    return max(prepared["photos"].num_rows, prepared["anime"].num_rows) // (t.batch_size_per_worker * workers)
+
+
+def _worker_loop(config: dict) -> dict:
+    """Runs inside each Ray Train worker."""
+    import ray.train
+    import ray.train.torch
+
+    cfg = from_dict(config["config"])
+    tctx = ray.train.get_context()
+    rank, world = tctx.get_world_rank(), tctx.get_world_size()
+    use_cuda = cfg.run.use_gpu and torch.cuda.is_available()
+    device = ray.train.torch.get_device() if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    batch = cfg.translator.batch_size_per_worker
+    sources = {
+        "photos": ShardSource(ray.train.get_dataset_shard("photos"), batch_size=batch, columns=["image"], seed=cfg.run.seed, rank=rank),
+        "anime": ShardSource(ray.train.get_dataset_shard("anime"), batch_size=batch, columns=["image"], seed=cfg.run.seed + 1, rank=rank),
+        "pairs": ShardSource(
+            ray.train.get_dataset_shard("pairs"), batch_size=batch, columns=["image_a", "image_b"], seed=cfg.run.seed + 2, rank=rank
+        ),
+    }
+
+    def report(metrics: dict, checkpoint_dir: str | None = None) -> None:
+        checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+    def latest_checkpoint() -> str | None:
+        found = ray.train.get_checkpoint()
+        return found.to_directory() if found is not None else None
+
+    def wrap(module: torch.nn.Module) -> torch.nn.Module:
+        return ray.train.torch.prepare_model(module, move_to_device=False, parallel_strategy_kwargs=ddp_kwargs())
+
+    tracker = MlflowTracker(config["tracking_uri"], config["mlflow_run_id"]) if rank == 0 else NullTracker()
+    from scenimefy.stages.translator import train_translator
+
+    ctx = WorkerContext(
+        rank=rank, world_size=world, device=device, report=report, latest_checkpoint=latest_checkpoint, wrap_ddp=wrap, tracker=tracker
+    )
+    return train_translator(cfg, sources, config["steps_per_epoch"], ctx)
+
+
+def train_translator_on_ray(cfg: Config, *, callbacks: list | None = None, parent_run_id: str = "") -> TrainOutcome:
+    """Prepare data, start (or resume) the TorchTrainer named `run.name`, and finish the MLflow run."""
+    init_ray(num_cpus_needed=cfg.run.num_workers * cfg.run.cpus_per_worker + 1)
+    import ray.data
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    run_dir = run_dir_of(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    prepared = prepare_translator_data(cfg)
+    steps = steps_per_epoch_for(cfg, prepared)
+    tracking_uri = resolve_tracking_uri(cfg.run.mlflow_tracking_uri, run_dir)
+    params = flatten(cfg)
+    params.update({f"data.{k}_images": p.num_rows for k, p in prepared.items()})
+    params.update({f"data.{k}_skipped": len(p.skipped) for k, p in prepared.items()})
+    params["translator.steps_per_epoch_resolved"] = steps
+    run_id = find_or_create_run(tracking_uri, cfg.run.mlflow_experiment, cfg.run.name, params, parent_run_id)
+    tracker = MlflowTracker(tracking_uri, run_id)
+    tracker.log_text(_config_yaml(cfg), "config.yaml")
+
+    datasets = {
+        "photos": ray.data.read_parquet(prepared["photos"].path, columns=["image"]),
+        "anime": ray.data.read_parquet(prepared["anime"].path, columns=["image"]),
+        "pairs": ray.data.read_parquet(prepared["pairs"].path, columns=["image_a", "image_b"]),
+    }
+    resources = {"CPU": cfg.run.cpus_per_worker}
+    if cfg.run.use_gpu:
+        resources["GPU"] = 1
+    trainer = TorchTrainer(
+        _worker_loop,
+        train_loop_config={
+            "config": to_dict(cfg),
+            "steps_per_epoch": steps,
+            "tracking_uri": tracking_uri,
+            "mlflow_run_id": run_id,
+        },
+        torch_config=TorchConfig(backend="nccl" if cfg.run.use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(num_workers=cfg.run.num_workers, use_gpu=cfg.run.use_gpu, resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=cfg.run.name,
+            storage_path=storage_path_of(cfg),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.translator.keep_checkpoints),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures),
+            callbacks=callbacks or [],
+        ),
+        datasets=datasets,
+        dataset_config=ray.train.DataConfig(datasets_to_split="all"),
+    )
+    try:
+        result = trainer.fit()
+    except Exception:
+        tracker.finish("FAILED")
+        raise
+    if result.checkpoint is None:
+        tracker.finish("FAILED")
+        raise RuntimeError(f"training run {cfg.run.name!r} finished without a checkpoint")
+    final = run_dir / "generator.pt"
+    with result.checkpoint.as_directory() as d:
+        _copy_atomic(Path(d) / "generator.pt", final)
+        step = int(torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=True)["progress"]["step"])
+    tracker.log_artifact(final)
+    tracker.finish("FINISHED")
+    summary = result.return_value or {}
+    return TrainOutcome(
+        str(run_dir),
+        str(final),
+        result.checkpoint.path,
+        step,
+        run_id,
+        tracking_uri,
+        resumed_from_step=summary.get("resumed_from_step"),
+        rank_checksums=tuple(summary.get("rank_checksums", ())),
+    )
+
+
+def _config_yaml(cfg: Config) -> str:
+    from scenimefy.config import dump_yaml
+
+    return dump_yaml(cfg)
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    from scenimefy.images import atomic_path
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)

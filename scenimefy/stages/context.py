@@ -1,0 +1,67 @@
+"""What a stage's worker loop gets from the cluster, as plain callables.
+
+The loop never imports Ray: `scenimefy.distributed` binds these to `ray.train.report`,
+`ray.train.get_checkpoint` and `prepare_model`; tests bind them to in-memory recorders
+(the shape of NVlabs' `training_loop(rank, num_gpus, abort_fn, progress_fn)`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+
+from scenimefy.tracking import NullTracker
+
+
+def _no_report(metrics: dict, checkpoint_dir: str | None = None) -> None:
+    return None
+
+
+@dataclass
+class WorkerContext:
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    report: Callable[[dict, str | None], None] = _no_report  # called by ALL ranks (a barrier under Ray)
+    should_stop: Callable[[], bool] = lambda: False
+    latest_checkpoint: Callable[[], str | None] = lambda: None  # a local directory to resume from
+    wrap_ddp: Callable[[torch.nn.Module], torch.nn.Module] = lambda m: m
+    tracker: NullTracker = field(default_factory=NullTracker)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def mean_across_ranks(metrics: dict[str, float]) -> dict[str, float]:
+    """Average scalar metrics over ranks (identity without a process group)."""
+    if not distributed() or not metrics:
+        return metrics
+    keys = sorted(metrics)
+    t = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64)
+    dist.all_reduce(t)
+    t /= dist.get_world_size()
+    return dict(zip(keys, t.tolist()))
+
+
+def assert_ranks_identical(modules: dict[str, torch.nn.Module]) -> None:
+    """Parameters must be bit-identical across ranks at every checkpoint (NVlabs' check)."""
+    if not distributed():
+        return
+    for name, module in modules.items():
+        for pname, p in module.state_dict().items():
+            if not p.is_floating_point():
+                continue
+            ref = p.detach().clone()
+            dist.broadcast(ref, src=0)
+            differs = torch.tensor([0 if torch.equal(ref, p.detach()) else 1], device=p.device)
+            dist.all_reduce(differs)
+            if differs.item():
+                raise RuntimeError(f"DDP ranks diverged: {name}.{pname} differs from rank 0")

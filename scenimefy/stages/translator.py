@@ -1,0 +1,422 @@
+"""Stage 3: semi-supervised translation, as a step function and a worker loop.
+
+`translator_step` is the paper's algorithm box for one batch (update D_U, then D_P, then G
+with F and F_s). `train_translator` is the loop around it: build, resume, iterate the three
+data streams, report, sample, checkpoint. Neither imports Ray or MLflow; the cluster comes in
+through a `WorkerContext`.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from scenimefy import checkpoint as ckpt
+from scenimefy.config import Config, TranslatorConfig, dump_yaml, to_dict
+from scenimefy.data.streams import BatchSource, Stream, StreamPosition
+from scenimefy.data.transforms import random_crop_flip
+from scenimefy.images import image_grid, to_uint8
+from scenimefy.inference import load_translator, save_translator_snapshot
+from scenimefy.losses import hard_negative_weights, hdce_loss_layers, lsgan_loss, src_loss_layers, style_patch_nce
+from scenimefy.models.translator import PatchGANDiscriminator, PatchProjection, ResnetGenerator, load_generator_state
+from scenimefy.schedules import hdce_gamma_schedule, lambda_sup_schedule, lr_factor
+from scenimefy.stages.context import WorkerContext, assert_ranks_identical, mean_across_ranks
+
+ARCH_FIELDS = ("ngf", "n_blocks", "ndf", "n_layers_d", "nce_layers", "head_dim")
+NETWORKS = ("G", "F", "F_s", "D_U", "D_P")
+
+
+# ----------------------------------------------------------------------------------------
+# Networks and optimisers
+
+
+@dataclass
+class TranslatorNets:
+    """The five networks of stage 3 (possibly DDP-wrapped) and their optimisers/schedulers."""
+
+    G: nn.Module
+    F: nn.Module  # projection head of the unsupervised losses (SRC, hDCE)
+    F_s: nn.Module  # projection head of StylePatchNCE
+    D_U: nn.Module  # unconditional PatchGAN on anime images
+    D_P: nn.Module  # conditional PatchGAN on (x^p, image)
+    optimizers: dict[str, torch.optim.Optimizer]
+    schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler]
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {name: getattr(self, name) for name in NETWORKS}
+
+
+def build_networks(t: TranslatorConfig) -> dict[str, nn.Module]:
+    G = ResnetGenerator(ngf=t.ngf, n_blocks=t.n_blocks)
+    channels = G.feature_channels(t.nce_layers)
+    return {
+        "G": G,
+        "F": PatchProjection(channels, t.head_dim),
+        "F_s": PatchProjection(channels, t.head_dim),
+        "D_U": PatchGANDiscriminator(3, t.ndf, t.n_layers_d),
+        "D_P": PatchGANDiscriminator(6, t.ndf, t.n_layers_d),
+    }
+
+
+def build_optimizers(
+    modules: dict[str, nn.Module], t: TranslatorConfig
+) -> tuple[dict[str, torch.optim.Optimizer], dict[str, torch.optim.lr_scheduler.LRScheduler]]:
+    """Adam (lr, betas) per network; lr constant for n_epochs, then linear decay (CUT policy)."""
+    optimizers, schedulers = {}, {}
+    for name, module in modules.items():
+        opt = torch.optim.Adam(module.parameters(), lr=t.lr, betas=(t.beta1, t.beta2))
+        optimizers[name] = opt
+        # LambdaLR's counter is 0-based; lr_factor takes the 1-based epoch.
+        schedulers[name] = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda e: lr_factor(e + 1, n_epochs=t.n_epochs, n_epochs_decay=t.n_epochs_decay)
+        )
+    return optimizers, schedulers
+
+
+def set_requires_grad(module: nn.Module, flag: bool) -> None:
+    for p in module.parameters():
+        p.requires_grad_(flag)
+
+
+# ----------------------------------------------------------------------------------------
+# One optimisation step
+
+
+def translator_step(
+    nets: TranslatorNets,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    xp: torch.Tensor,
+    yp: torch.Tensor,
+    *,
+    t: TranslatorConfig,
+    epoch: int,
+    total_epochs: int,
+    generator: torch.Generator,
+    autocast: bool = False,
+) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """D_U step, D_P step, then G + F + F_s step (SPEC.md stage 3, Eq. 8).
+
+    x (B,3,S,S) photos, y anime frames, (xp, yp) a pseudo pair, all in [-1, 1].
+    Returns detached scalar metrics and the translated images (for sample grids).
+    """
+    b, layers = x.shape[0], list(t.nce_layers)
+    device_type = x.device.type
+    amp = torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast)
+    lambda_sup = lambda_sup_schedule(epoch, total_epochs) if t.lambda_sup_decay else 1.0
+    gamma = (
+        hdce_gamma_schedule(epoch, total_epochs, gamma_start=t.gamma_start, gamma_end=t.gamma_end)
+        if t.gamma_curriculum
+        else t.gamma_start
+    )
+    G_bare = ckpt.unwrap(nets.G)
+
+    # Forward: G([x; y; x^p]) once; the encoder features of x and y come from this same pass.
+    real = torch.cat([x, y, xp]) if t.hdce_identity else torch.cat([x, xp])
+    with amp:
+        fake, real_feats = nets.G(real, layers=layers)
+    fake_x, fake_xp = fake[:b], fake[-b:]
+    fake_y = fake[b : 2 * b] if t.hdce_identity else None
+
+    # D_U: real anime y vs G(x).
+    set_requires_grad(nets.D_U, True)
+    set_requires_grad(nets.D_P, True)
+    with amp:
+        loss_d_u = 0.5 * (lsgan_loss(nets.D_U(fake_x.detach()).float(), False) + lsgan_loss(nets.D_U(y).float(), True))
+    nets.optimizers["D_U"].zero_grad(set_to_none=True)
+    loss_d_u.backward()
+    nets.optimizers["D_U"].step()
+
+    # D_P: real pair (x^p, y^p) vs (x^p, G(x^p)); lambda_sup does not scale this update.
+    with amp:
+        loss_d_p = 0.5 * (
+            lsgan_loss(nets.D_P(torch.cat([xp, fake_xp.detach()], 1)).float(), False)
+            + lsgan_loss(nets.D_P(torch.cat([xp, yp], 1)).float(), True)
+        )
+    nets.optimizers["D_P"].zero_grad(set_to_none=True)
+    loss_d_p.backward()
+    nets.optimizers["D_P"].step()
+
+    # G step: the discriminators are frozen and called unwrapped (no DDP reduction for them).
+    set_requires_grad(nets.D_U, False)
+    set_requires_grad(nets.D_P, False)
+    D_U, D_P = ckpt.unwrap(nets.D_U), ckpt.unwrap(nets.D_P)
+    with amp:
+        loss_gan = lsgan_loss(D_U(fake_x).float(), True)
+        loss_gan_p = lsgan_loss(D_P(torch.cat([xp, fake_xp], 1)).float(), True)
+
+        # Unsupervised branch: queries from G(x) (and G(y)), keys from x (and y), same positions.
+        fakes_u = torch.cat([fake_x, fake_y]) if t.hdce_identity else fake_x
+        fake_feats = nets.G(fakes_u, layers=layers, encode_only=True)
+        q_all, ids = nets.F([f.float() for f in fake_feats], t.num_patches, generator=generator)
+        with torch.no_grad():
+            n_u = fakes_u.shape[0]
+            k_all, _ = nets.F([f[:n_u].detach().float() for f in real_feats], t.num_patches, patch_ids=ids)
+        q_x, k_x = [q[:b] for q in q_all], [k[:b] for k in k_all]
+        loss_src = src_loss_layers(q_x, k_x)
+        weights_x = [hard_negative_weights(k, gamma=gamma) for k in k_x]
+        loss_hdce, hdce_ce = hdce_loss_layers(q_x, k_x, weights_x, tau=t.nce_tau)
+        if t.hdce_identity:
+            q_y, k_y = [q[b:] for q in q_all], [k[b:] for k in k_all]
+            weights_y = [hard_negative_weights(k, gamma=gamma) for k in k_y]
+            loss_hdce_y, hdce_ce_y = hdce_loss_layers(q_y, k_y, weights_y, tau=t.nce_tau)
+            loss_hdce, hdce_ce = 0.5 * (loss_hdce + loss_hdce_y), 0.5 * (hdce_ce + hdce_ce_y)
+
+        # Supervised branch: StylePatchNCE between G(x^p) and y^p, both through G's encoder.
+        with torch.no_grad():
+            yp_feats = G_bare.encode(yp, layers)
+            k_s, ids_s = nets.F_s([f.float() for f in yp_feats], t.num_patches, generator=generator)
+        fake_xp_feats = nets.G(fake_xp, layers=layers, encode_only=True)
+        q_s, _ = nets.F_s([f.float() for f in fake_xp_feats], t.num_patches, patch_ids=ids_s)
+        loss_style = style_patch_nce(q_s, k_s, tau=t.nce_tau)
+
+        loss_unsup = t.lambda_gan * loss_gan + t.lambda_src * loss_src + t.lambda_hdce * loss_hdce
+        loss_sup = t.lambda_gan_p * loss_gan_p + t.lambda_style * loss_style
+        loss_g = loss_unsup + lambda_sup * loss_sup
+    for name in ("G", "F", "F_s"):
+        nets.optimizers[name].zero_grad(set_to_none=True)
+    loss_g.backward()
+    for name in ("G", "F", "F_s"):
+        nets.optimizers[name].step()
+
+    metrics = {
+        "loss_D_U": loss_d_u.item(),
+        "loss_D_P": loss_d_p.item(),
+        "loss_G": loss_g.item(),
+        "loss_G_gan": loss_gan.item(),
+        "loss_G_gan_p": loss_gan_p.item(),
+        "loss_src": loss_src.item(),
+        "loss_hdce": loss_hdce.item(),
+        "loss_hdce_ce": float(hdce_ce),
+        "loss_style_nce": loss_style.item(),
+        "lambda_sup": lambda_sup,
+        "gamma": gamma,
+    }
+    return metrics, {"fake_x": fake_x.detach(), "fake_xp": fake_xp.detach()}
+
+
+# ----------------------------------------------------------------------------------------
+# The worker loop
+
+
+def sample_grid(x: torch.Tensor, fake_x: torch.Tensor, xp: torch.Tensor, fake_xp: torch.Tensor, yp: torch.Tensor) -> np.ndarray:
+    """Rows of (x, G(x), x^p, G(x^p), y^p) for up to four images of the batch."""
+    n = min(4, x.shape[0])
+    cols = [to_uint8(t[:n].float().cpu()) for t in (x, fake_x, xp, fake_xp, yp)]
+    rows = [[c[i] for c in cols] for i in range(n)]
+    return image_grid(rows, col_labels=["x", "G(x)", "x^p", "G(x^p)", "y^p"])
+
+
+def check_arch(saved: dict, current: TranslatorConfig) -> None:
+    """On resume the architecture comes from the checkpoint; a conflicting config is an error."""
+    diffs = []
+    for name in ARCH_FIELDS:
+        old, new = saved.get(name), getattr(current, name)
+        if isinstance(new, tuple):
+            old = tuple(old) if old is not None else None
+        if old != new:
+            diffs.append(f"translator.{name}: checkpoint {old!r} vs config {new!r}")
+    if diffs:
+        raise ValueError(
+            "cannot resume: the checkpoint's architecture differs from the config ("
+            + "; ".join(diffs)
+            + "). Drop these overrides, or start a new run with another run.name"
+        )
+
+
+def _batch_to_tensors(batch: dict[str, np.ndarray], keys: list[str], *, crop: int, flip: bool, gen, device) -> list[torch.Tensor]:
+    tensors = random_crop_flip([batch[k] for k in keys], crop_size=crop, flip=flip, generator=gen)
+    return [t.to(device, non_blocking=True) for t in tensors]
+
+
+def train_translator(
+    cfg: Config,
+    sources: dict[str, BatchSource],
+    steps_per_epoch: int,
+    ctx: WorkerContext,
+) -> dict[str, Any]:
+    """Train G for T = n_epochs + n_epochs_decay epochs of `steps_per_epoch` steps.
+
+    sources: "photos" (column "image"), "anime" ("image") and "pairs" ("image_a", "image_b"),
+    each this worker's shard. Returns a summary (final step, last metrics).
+    """
+    t, run = cfg.translator, cfg.run
+    device = ctx.device
+    total_epochs = t.n_epochs + t.n_epochs_decay
+    if steps_per_epoch < 1:
+        raise ValueError("steps_per_epoch must be >= 1 (too few images for the global batch size?)")
+
+    # Initialise: seeds derive from (seed, rank, step); the global RNG only seeds init.
+    torch.manual_seed(run.seed)
+    if run.torch_threads > 0:
+        torch.set_num_threads(run.torch_threads)
+    autocast = t.precision == "bf16" and device.type == "cuda"
+    memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
+
+    # Build networks; identical initial weights on every rank (same seed).
+    bare = build_networks(t)
+    progress = {"step": 0, "epoch": 1, "num_images_seen": 0}
+    positions = {name: StreamPosition() for name in sources}
+    resume_dir = ctx.latest_checkpoint()
+    state = None
+    if resume_dir is not None:
+        state = ckpt.load_state(resume_dir)
+        check_arch(state["config"]["translator"], t)
+        for name in NETWORKS:
+            load_generator_state(bare[name], state["models"][name]) if name == "G" else bare[name].load_state_dict(
+                state["models"][name]
+            )
+        progress = dict(state["progress"])
+        positions = {name: StreamPosition(*state["streams"][name]) for name in sources}
+        ckpt.set_rng_state(state["rng"][ctx.rank] if ctx.rank < len(state["rng"]) else state["rng"][0])
+    elif t.init_from:
+        init = load_translator(t.init_from, "cpu")
+        load_generator_state(bare["G"], init.state_dict())
+    for m in bare.values():
+        m.to(device, memory_format=memory_format)
+    wrapped = {name: ctx.wrap_ddp(m) for name, m in bare.items()}
+    optimizers, schedulers = build_optimizers(bare, t)
+    if state is not None:
+        for name in NETWORKS:
+            optimizers[name].load_state_dict(state["optimizers"][name])
+            schedulers[name].load_state_dict(state["schedulers"][name])
+    nets = TranslatorNets(**wrapped, optimizers=optimizers, schedulers=schedulers)
+    if ctx.is_main:
+        where = f"resumed from step {progress['step']} (epoch {progress['epoch']})" if state else "starting"
+        print(
+            f"[translator] {where}: {total_epochs} epochs x {steps_per_epoch} steps, "
+            f"{ctx.world_size} worker(s) x batch {t.batch_size_per_worker}, device {device}",
+            flush=True,
+        )
+
+    # Data: three endless streams, positioned where the checkpoint left them.
+    streams = {name: Stream(src, name, positions[name]) for name, src in sources.items()}
+    crop = cfg.data.crop_size
+
+    def save_checkpoint(metrics: dict[str, float]) -> None:
+        assert_ranks_identical(bare)
+        rng_states = _gather_rng()
+        if not ctx.is_main:
+            ctx.report(metrics, None)
+            return
+        with tempfile.TemporaryDirectory(prefix="scenimefy-ckpt-") as d:
+            ckpt.save_state(
+                d,
+                {
+                    "models": {name: ckpt.unwrap(m).state_dict() for name, m in bare.items()},
+                    "optimizers": {name: o.state_dict() for name, o in optimizers.items()},
+                    "schedulers": {name: s.state_dict() for name, s in schedulers.items()},
+                    "progress": dict(progress),
+                    "streams": {name: [s.position.pass_index, s.position.batches_in_pass] for name, s in streams.items()},
+                    "rng": rng_states,
+                    "seed": run.seed,
+                    "config": to_dict(cfg),
+                },
+            )
+            save_translator_snapshot(Path(d) / ckpt.SNAPSHOT_FILE, bare["G"], to_dict(cfg))
+            (Path(d) / ckpt.CONFIG_FILE).write_text(dump_yaml(cfg))
+            ctx.report(metrics, d)
+
+    # Train.
+    last: dict[str, float] = {}
+    window: list[dict[str, float]] = []
+    tick, images_in_window = time.perf_counter(), 0
+    stopped = False
+    while progress["epoch"] <= total_epochs and not stopped:
+        epoch = progress["epoch"]
+        while progress["step"] < epoch * steps_per_epoch:
+            step = progress["step"]
+            gen = ckpt.step_generator(run.seed, ctx.rank, step)
+            photos, anime, pairs = streams["photos"].next(), streams["anime"].next(), streams["pairs"].next()
+            (x,) = _batch_to_tensors(photos, ["image"], crop=crop, flip=cfg.data.flip, gen=gen, device=device)
+            (y,) = _batch_to_tensors(anime, ["image"], crop=crop, flip=cfg.data.flip, gen=gen, device=device)
+            xp, yp = _batch_to_tensors(pairs, ["image_a", "image_b"], crop=crop, flip=cfg.data.pair_flip, gen=gen, device=device)
+            if t.channels_last:
+                x, y, xp, yp = (v.contiguous(memory_format=torch.channels_last) for v in (x, y, xp, yp))
+            metrics, images = translator_step(
+                nets, x, y, xp, yp, t=t, epoch=epoch, total_epochs=total_epochs, generator=gen, autocast=autocast
+            )
+            progress["step"] = step + 1
+            progress["num_images_seen"] += x.shape[0] * ctx.world_size
+            window.append(metrics)
+            images_in_window += x.shape[0] * ctx.world_size
+            done = progress["step"]
+
+            # Report at intervals: metrics averaged over the window and across ranks.
+            if done % t.log_every_steps == 0 or done == t.max_steps:
+                elapsed = time.perf_counter() - tick
+                last = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
+                last = mean_across_ranks(last)
+                last.update(
+                    img_per_s=images_in_window / max(elapsed, 1e-9),
+                    lr=optimizers["G"].param_groups[0]["lr"],
+                    epoch=float(epoch),
+                    step=float(done),
+                )
+                ctx.tracker.log_metrics(last, step=done)
+                if ctx.is_main:
+                    print(
+                        f"[translator] epoch {epoch}/{total_epochs} step {done} "
+                        f"({done - (epoch - 1) * steps_per_epoch}/{steps_per_epoch}) "
+                        f"G {last['loss_G']:.3f} D_U {last['loss_D_U']:.3f} D_P {last['loss_D_P']:.3f} "
+                        f"lambda_sup {last['lambda_sup']:.3f} {last['img_per_s']:.2f} img/s",
+                        flush=True,
+                    )
+                window, images_in_window, tick = [], 0, time.perf_counter()
+            if ctx.is_main and t.sample_every_steps and done % t.sample_every_steps == 0:
+                ctx.tracker.log_image(sample_grid(x, images["fake_x"], xp, images["fake_xp"], yp), f"samples/step_{done:07d}.png")
+            end_of_epoch = done == epoch * steps_per_epoch
+            if end_of_epoch:
+                for s in schedulers.values():
+                    s.step()
+                progress["epoch"] = epoch + 1
+            stop_now = (t.max_steps and done >= t.max_steps) or ctx.should_stop()
+            if end_of_epoch or done % t.checkpoint_every_steps == 0 or stop_now:
+                save_checkpoint({**last, "step": float(done), "epoch": float(epoch)})
+            if stop_now:
+                stopped = True
+                break
+
+    return {
+        "step": progress["step"],
+        "epoch": progress["epoch"],
+        "resumed_from_step": state["progress"]["step"] if state is not None else None,
+        "metrics": last,
+        "rank_checksums": _gather_checksums(bare),
+    }
+
+
+def _gather_checksums(modules: dict[str, nn.Module]) -> list[float]:
+    """One float64 checksum of all parameters per rank (equal on every rank under DDP)."""
+    import torch.distributed as dist
+
+    from scenimefy.stages.context import distributed
+
+    total = sum(float(p.detach().double().abs().sum()) for m in modules.values() for p in m.parameters())
+    if not distributed():
+        return [total]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, total)
+    return gathered
+
+
+def _gather_rng() -> list[dict]:
+    """Every rank's RNG state (rank order), so each rank restores its own on resume."""
+    import torch.distributed as dist
+
+    from scenimefy.stages.context import distributed
+
+    state = ckpt.rng_state()
+    if not distributed():
+        return [state]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, state)
+    return gathered

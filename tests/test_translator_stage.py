@@ -1,0 +1,187 @@
+"""Stage tier: the translator's step and worker loop in-process, with in-memory data."""
+
+import shutil
+import tempfile
+
+import numpy as np
+import pytest
+import torch
+
+from scenimefy.config import load_config
+from scenimefy.data.streams import ArraySource
+from scenimefy.stages.context import WorkerContext
+from scenimefy.stages.translator import (
+    TranslatorNets,
+    build_networks,
+    build_optimizers,
+    train_translator,
+    translator_step,
+)
+from scenimefy.tracking import MemoryTracker
+
+TINY = [
+    "translator.ngf=8",
+    "translator.ndf=8",
+    "translator.n_blocks=5",
+    "translator.num_patches=16",
+    "translator.head_dim=16",
+    "translator.batch_size_per_worker=2",
+    "translator.n_epochs=1",
+    "translator.n_epochs_decay=1",
+    "translator.log_every_steps=2",
+    "translator.sample_every_steps=2",
+    "translator.checkpoint_every_steps=100",
+    "data.load_size=36",
+    "data.crop_size=32",
+    "run.num_workers=1",
+    "run.torch_threads=1",
+]
+
+
+def _sources(seed=0, n=8, size=36):
+    rng = np.random.default_rng(seed)
+    img = lambda: rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)  # noqa: E731
+    return {
+        "photos": ArraySource({"image": img()}, batch_size=2, seed=1),
+        "anime": ArraySource({"image": img()}, batch_size=2, seed=2),
+        "pairs": ArraySource({"image_a": img(), "image_b": img()}, batch_size=2, seed=3),
+    }
+
+
+class Recorder:
+    """Binds the loop's report/latest_checkpoint to memory (and copies checkpoint dirs)."""
+
+    def __init__(self, resume_from=None):
+        self.reports, self.checkpoints = [], []
+        self.resume_from = resume_from
+        self.root = tempfile.mkdtemp(prefix="ckpts-")
+
+    def report(self, metrics, checkpoint_dir=None):
+        self.reports.append(dict(metrics))
+        if checkpoint_dir:
+            dst = f"{self.root}/{len(self.checkpoints):03d}"
+            shutil.copytree(checkpoint_dir, dst)
+            self.checkpoints.append(dst)
+
+    def context(self, tracker=None):
+        return WorkerContext(
+            report=self.report, latest_checkpoint=lambda: self.resume_from, tracker=tracker or MemoryTracker()
+        )
+
+
+def _params(path):
+    state = torch.load(f"{path}/state.pt", weights_only=True)
+    return state["models"], state["progress"]
+
+
+def test_loop_trains_logs_samples_and_checkpoints():
+    cfg = load_config(None, [*TINY, "translator.steps_per_epoch=3"])
+    rec, tracker = Recorder(), MemoryTracker()
+    out = train_translator(cfg, _sources(), 3, rec.context(tracker))
+    assert out["step"] == 6
+    assert len(rec.checkpoints) == 2  # one per epoch
+    steps = [s for s, _ in tracker.metrics]
+    assert steps == [2, 4, 6]
+    last = tracker.metrics[-1][1]
+    for key in ("loss_G", "loss_D_U", "loss_D_P", "loss_src", "loss_hdce", "loss_hdce_ce", "loss_style_nce", "img_per_s", "lr"):
+        assert np.isfinite(last[key]), key
+    assert last["lambda_sup"] == pytest.approx(np.cos(np.pi / 4))  # epoch 2 of 2
+    assert tracker.images == ["samples/step_0000002.png", "samples/step_0000004.png", "samples/step_0000006.png"]
+    models, progress = _params(rec.checkpoints[-1])
+    assert progress == {"step": 6, "epoch": 3, "num_images_seen": 12}
+    assert set(models) == {"G", "F", "F_s", "D_U", "D_P"}
+    assert not any(k.startswith("module.") for k in models["G"])
+
+
+def test_resume_mid_epoch_reproduces_an_uninterrupted_run_exactly():
+    overrides = [*TINY, "translator.steps_per_epoch=4"]
+    full = Recorder()
+    train_translator(load_config(None, overrides), _sources(), 4, full.context())
+
+    first = Recorder()
+    train_translator(load_config(None, [*overrides, "translator.max_steps=3"]), _sources(), 4, first.context())
+    _, progress = _params(first.checkpoints[-1])
+    assert progress["step"] == 3 and progress["epoch"] == 1
+
+    second = Recorder(resume_from=first.checkpoints[-1])
+    out = train_translator(load_config(None, overrides), _sources(), 4, second.context())
+    assert out["step"] == 8
+    a, _ = _params(full.checkpoints[-1])
+    b, _ = _params(second.checkpoints[-1])
+    for net in a:
+        for key in a[net]:
+            assert torch.equal(a[net][key], b[net][key]), f"{net}.{key} differs after resume"
+
+
+def test_resume_with_a_different_architecture_is_an_error():
+    first = Recorder()
+    train_translator(load_config(None, [*TINY, "translator.max_steps=1"]), _sources(), 2, first.context())
+    again = Recorder(resume_from=first.checkpoints[-1])
+    with pytest.raises(ValueError, match="translator.ngf: checkpoint 8 vs config 16"):
+        train_translator(load_config(None, [*TINY, "translator.ngf=16"]), _sources(), 2, again.context())
+
+
+def _nets(cfg):
+    torch.manual_seed(0)
+    modules = build_networks(cfg.translator)
+    opts, scheds = build_optimizers(modules, cfg.translator)
+    return TranslatorNets(**modules, optimizers=opts, schedulers=scheds)
+
+
+def _step(cfg, nets, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x, y, xp, yp = (torch.rand(2, 3, 32, 32, generator=g) * 2 - 1 for _ in range(4))
+    return translator_step(nets, x, y, xp, yp, t=cfg.translator, epoch=1, total_epochs=2, generator=g)
+
+
+def _snapshot(module):
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def _unchanged(before, module):
+    return all(torch.equal(a, b) for a, b in zip(before, module.parameters()))
+
+
+def test_projection_heads_learn_only_from_their_losses():
+    cfg = load_config(None, [*TINY, "translator.lambda_style=0"])
+    nets = _nets(cfg)
+    f_s, f, g = _snapshot(nets.F_s), _snapshot(nets.F), _snapshot(nets.G)
+    _step(cfg, nets)
+    assert _unchanged(f_s, nets.F_s)  # StylePatchNCE off: F_s gets no gradient
+    assert not _unchanged(f, nets.F) and not _unchanged(g, nets.G)
+
+    cfg = load_config(None, [*TINY, "translator.lambda_src=0", "translator.lambda_hdce=0"])
+    nets = _nets(cfg)
+    f_s, f = _snapshot(nets.F_s), _snapshot(nets.F)
+    _step(cfg, nets)
+    assert _unchanged(f, nets.F) and not _unchanged(f_s, nets.F_s)
+
+
+def test_lambda_sup_scales_only_the_generators_supervised_terms():
+    """D_P's own update does not depend on lambda_sup; G's does."""
+    cfg_on = load_config(None, TINY)
+    cfg_off = load_config(None, [*TINY, "translator.lambda_sup_decay=false"])
+    a, b = _nets(cfg_on), _nets(cfg_off)
+    _step(cfg_on, a), _step(cfg_off, b)
+    # epoch 1: lambda_sup = cos(0) = 1 either way, so both runs are identical
+    for pa, pb in zip(a.G.parameters(), b.G.parameters()):
+        assert torch.equal(pa, pb)
+    m_on, _ = translator_step(a, *(torch.zeros(2, 3, 32, 32),) * 4, t=cfg_on.translator, epoch=2, total_epochs=2, generator=torch.Generator())
+    assert m_on["lambda_sup"] == pytest.approx(np.cos(np.pi / 4))
+
+
+def test_step_metrics_and_d_updates():
+    cfg = load_config(None, TINY)
+    nets = _nets(cfg)
+    d_u, d_p = _snapshot(nets.D_U), _snapshot(nets.D_P)
+    metrics, images = _step(cfg, nets)
+    assert not _unchanged(d_u, nets.D_U) and not _unchanged(d_p, nets.D_P)
+    assert images["fake_x"].shape == (2, 3, 32, 32)
+    assert metrics["gamma"] == pytest.approx(30.0)  # 50 -> 10 over 2 epochs: epoch 1 is halfway
+    expected = (
+        metrics["loss_G_gan"]
+        + 0.05 * metrics["loss_src"]
+        + 0.1 * metrics["loss_hdce"]
+        + 1.0 * (metrics["loss_G_gan_p"] + 0.05 * metrics["loss_style_nce"])
+    )
+    assert metrics["loss_G"] == pytest.approx(expected, rel=1e-5)
