@@ -54,6 +54,16 @@ def generator_flops_per_image(G: torch.nn.Module, size: int, device: torch.devic
     return total
 
 
+def step_flops(nets: TranslatorNets, imgs: list[torch.Tensor], t, autocast: bool) -> float:
+    """FLOPs of one full training step (forward and backward of every network), counted by torch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        translator_step(nets, *imgs, t=t, epoch=1, total_epochs=20, generator=torch.Generator().manual_seed(0), autocast=autocast)
+    return float(counter.get_total_flops())
+
+
 def bench_training(size: int, batch: int, precision: str, device: torch.device, steps: int, warmup: int, channels_last: bool) -> dict:
     cfg = load_config(None, [f"translator.precision={precision}", f"data.load_size={size}", f"data.crop_size={size}"])
     t = cfg.translator
@@ -78,6 +88,7 @@ def bench_training(size: int, batch: int, precision: str, device: torch.device, 
         if i >= warmup:
             times.append(time.perf_counter() - start)
     step_s = sorted(times)[len(times) // 2]
+    flops = step_flops(nets, imgs, t, autocast)
     out = {
         "kind": "train_step",
         "size": size,
@@ -88,6 +99,8 @@ def bench_training(size: int, batch: int, precision: str, device: torch.device, 
         "sec_per_step_median": round(step_s, 4),
         "sec_per_step_all": [round(x, 4) for x in times],
         "img_per_s": round(batch / step_s, 4),
+        "tflop_per_step": round(flops / 1e12, 4),
+        "achieved_tflop_s": round(flops / step_s / 1e12, 3),
         "peak_mem_mib": round(torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else _peak_rss_mib(), 1),
     }
     return out
@@ -136,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     header = {
         "date": date.today().isoformat(),
         "machine": platform.processor() or platform.machine(),

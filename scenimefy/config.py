@@ -126,6 +126,96 @@ class PriorsConfig:
 
 
 @dataclass
+class StyleGANConfig:
+    """StyleGAN2 architecture shared by G_s and G_t (rosinality layout, SPEC.md stage 0)."""
+
+    size: int = 256  # output resolution (32..1024, a power of 2)
+    latent_dim: int = 512  # z and w dimension
+    n_mlp: int = 8  # mapping network depth
+    channel_multiplier: int = 2  # rosinality's channel_multiplier
+    channel_base: int = 16384  # channels at a resolution = min(channel_max, channel_base * cm // res)
+    channel_max: int = 512  # (tiny widths for tests: lower both)
+
+
+@dataclass
+class PretrainConfig:
+    """Stage 0: StyleGAN2 on real scene photos (G_s)."""
+
+    photos: str = ""  # real landscape photos (recursive folder or URI); empty: data.photos
+    batch_size_per_worker: int = 16
+    total_kimg: float = 3520.0  # training length in thousands of real images shown (220k its x 16)
+    lr: float = 0.002
+    beta1: float = 0.0
+    beta2: float = 0.99
+    r1_gamma: float = 10.0  # lazy R1 weight on reals
+    d_reg_every: int = 16  # R1 interval
+    path_weight: float = 2.0  # path-length regularisation weight
+    g_reg_every: int = 4  # path-length interval
+    path_batch_shrink: int = 2
+    path_decay: float = 0.01  # running mean decay of the path length
+    mixing_prob: float = 0.9  # style mixing probability
+    ema_half_life_kimg: float = 10.0  # EMA decay 0.5 ** (batch / (half_life * 1000)) per step
+    flip: bool = True  # random horizontal flip of reals
+    precision: str = "fp32"  # fp32 | bf16
+    log_every_kimg: float = 1.0
+    sample_every_kimg: float = 10.0  # fixed-seed sample grid to MLflow
+    checkpoint_every_kimg: float = 50.0
+    keep_checkpoints: int = 2
+    init_from: str = ""  # start from a rosinality or scenimefy checkpoint (weights only)
+
+
+@dataclass
+class FinetuneConfig:
+    """Stage 1: G_t fine-tuned from G_s on anime scenes with semantic constraints."""
+
+    source_checkpoint: str = ""  # G_s: rosinality checkpoint (lhq-220000.pt) or ours; empty: stage 0's output
+    anime: str = ""  # anime scenes (recursive folder or URI); empty: data.anime
+    iterations: int = 1000
+    batch_size_per_worker: int = 8
+    n_trainable_blocks: int = 3  # resolution blocks trained, counted from the output end (FreezeG)
+    lambda_global: float = 1.0  # weight of D_CLIP + lambda_lpips * LPIPS
+    lambda_lpips: float = 0.01
+    lambda_patch: float = 0.05  # weight of the CLIP patch contrastive loss L_patch
+    patch_count: int = 16  # K crops per image
+    patch_size: int = 64  # crop side in pixels (at 256 px)
+    patch_tau: float = 1.0  # InfoNCE temperature of L_patch
+    lr: float = 0.002
+    beta1: float = 0.0
+    beta2: float = 0.99
+    r1_gamma: float = 10.0
+    d_reg_every: int = 16
+    mixing_prob: float = 0.9
+    ema_half_life_kimg: float = 10.0
+    flip: bool = True
+    precision: str = "fp32"
+    log_every: int = 10
+    sample_every: int = 100
+    checkpoint_every: int = 250
+    keep_checkpoints: int = 2
+
+
+@dataclass
+class PairsConfig:
+    """Stage 2: pseudo-pair generation and segmentation-guided selection."""
+
+    source_checkpoint: str = ""  # G_s; empty: stage 0's output
+    target_checkpoint: str = ""  # G_t; empty: stage 1's output
+    num_candidates: int = 0  # seeds to generate and score (0: stream until target_kept)
+    target_kept: int = 30000  # stop once this many pairs are kept
+    first_seed: int = 0
+    truncation: float = 0.7
+    mean_latent_samples: int = 4096
+    share_noise: bool = True  # same per-layer noise for G_s and G_t (the authors drew it twice)
+    bce_threshold: float = 5.0  # keep a pair when L_BCE < threshold ...
+    min_classes: int = 2  # ... and the photo shows at least this many ADE20k classes
+    batch_size: int = 16
+    generator_actors: int = 1  # Ray Data actor pool size for generation
+    segmenter_actors: int = 1  # ... and for Mask2Former
+    gpus_per_actor: float = 1.0  # used when run.use_gpu
+    precision: str = "bf16"  # Mask2Former precision on GPU (fp32 on CPU)
+
+
+@dataclass
 class Config:
     """The whole pipeline: one section per stage."""
 
@@ -134,6 +224,10 @@ class Config:
     translator: TranslatorConfig = field(default_factory=TranslatorConfig)
     translate: TranslateConfig = field(default_factory=TranslateConfig)
     priors: PriorsConfig = field(default_factory=PriorsConfig)
+    stylegan: StyleGANConfig = field(default_factory=StyleGANConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    pairs: PairsConfig = field(default_factory=PairsConfig)
 
     def validate(self) -> "Config":
         """Cross-field checks a user can break; raise ConfigError with the fix."""
@@ -150,6 +244,9 @@ class Config:
             raise ConfigError(f"run.num_workers={self.run.num_workers}: need at least 1")
         if t.batch_size_per_worker < 1:
             raise ConfigError(f"translator.batch_size_per_worker={t.batch_size_per_worker}: need at least 1")
+        for name, value in (("pretrain", self.pretrain.precision), ("finetune", self.finetune.precision), ("pairs", self.pairs.precision)):
+            if value not in PRECISIONS:
+                raise ConfigError(f"{name}.precision={value!r}: expected one of {sorted(PRECISIONS)}")
         if self.translate.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"translate.device={self.translate.device!r}: expected auto, cpu or cuda")
         return self

@@ -10,7 +10,14 @@ import torch
 
 from scenimefy.config import Config, flatten, from_dict, to_dict
 from scenimefy.distributed.cluster import ddp_kwargs, init_ray, local_path
-from scenimefy.distributed.data import PreparedSet, ShardSource, prepare_images, prepare_pairs
+from scenimefy.distributed.data import (
+    PreparedSet,
+    ShardSource,
+    list_images,
+    match_pairs,
+    prepare_images,
+    prepare_pairs,
+)
 from scenimefy.stages.context import WorkerContext
 from scenimefy.tracking import MlflowTracker, NullTracker, find_or_create_run, resolve_tracking_uri
 
@@ -34,6 +41,12 @@ def run_dir_of(cfg: Config) -> Path:
 def storage_path_of(cfg: Config) -> str:
     """Ray Train/Tune storage: `<output_dir>/ray`, local or a shared URI (s3://, gs://, NFS)."""
     return local_path(cfg.run.output_dir).rstrip("/") + "/ray"
+
+
+def check_data_folders(cfg: Config) -> None:
+    list_images(cfg.data.photos, what="photos")
+    list_images(cfg.data.anime, what="anime")
+    match_pairs(cfg.data.pairs)
 
 
 def prepare_translator_data(cfg: Config) -> dict[str, PreparedSet]:
@@ -104,6 +117,7 @@ def _worker_loop(config: dict) -> dict:
 
 def train_translator_on_ray(cfg: Config, *, callbacks: list | None = None, parent_run_id: str = "") -> TrainOutcome:
     """Prepare data, start (or resume) the TorchTrainer named `run.name`, and finish the MLflow run."""
+    check_data_folders(cfg)  # fail in a second, before Ray starts, on a missing or empty folder
     init_ray(num_cpus_needed=cfg.run.num_workers * cfg.run.cpus_per_worker + 1)
     import ray.data
     import ray.train
@@ -152,9 +166,9 @@ def train_translator_on_ray(cfg: Config, *, callbacks: list | None = None, paren
     )
     try:
         result = trainer.fit()
-    except Exception:
+    except Exception as e:
         tracker.finish("FAILED")
-        raise
+        raise user_error_from(e) from e
     if result.checkpoint is None:
         tracker.finish("FAILED")
         raise RuntimeError(f"training run {cfg.run.name!r} finished without a checkpoint")
@@ -175,6 +189,21 @@ def train_translator_on_ray(cfg: Config, *, callbacks: list | None = None, paren
         resumed_from_step=summary.get("resumed_from_step"),
         rank_checksums=tuple(summary.get("rank_checksums", ())),
     )
+
+
+def user_error_from(error: Exception) -> Exception:
+    """A worker's ValueError (a user error: bad data, conflicting resume) as a plain ValueError.
+
+    Ray wraps worker exceptions; the CLI prints ValueErrors as one line, so unwrap them here.
+    Anything else is returned unchanged (a bug keeps its traceback).
+    """
+    failures = getattr(error, "worker_failures", None) or {}
+    for failure in failures.values():
+        cause = getattr(failure, "cause", None) or failure  # RayTaskError keeps the original as .cause
+        if isinstance(cause, ValueError):
+            lines = str(cause).strip().splitlines()
+            return ValueError(lines[-1] if lines else repr(cause))
+    return error
 
 
 def _config_yaml(cfg: Config) -> str:
