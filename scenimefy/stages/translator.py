@@ -129,18 +129,20 @@ def translator_step(
     # D_U: real anime y vs G(x).
     set_requires_grad(nets.D_U, True)
     set_requires_grad(nets.D_P, True)
+    # Each discriminator sees its fake and real images in one batched call (instance norm is
+    # per image, so this equals two calls; on CPU a batch of 2 is much cheaper than 2 of 1).
     with amp:
-        loss_d_u = 0.5 * (lsgan_loss(nets.D_U(fake_x.detach()).float(), False) + lsgan_loss(nets.D_U(y).float(), True))
+        pred_fake, pred_real = nets.D_U(torch.cat([fake_x.detach(), y])).float().chunk(2)
+        loss_d_u = 0.5 * (lsgan_loss(pred_fake, False) + lsgan_loss(pred_real, True))
     nets.optimizers["D_U"].zero_grad(set_to_none=True)
     loss_d_u.backward()
     nets.optimizers["D_U"].step()
 
     # D_P: real pair (x^p, y^p) vs (x^p, G(x^p)); lambda_sup does not scale this update.
     with amp:
-        loss_d_p = 0.5 * (
-            lsgan_loss(nets.D_P(torch.cat([xp, fake_xp.detach()], 1)).float(), False)
-            + lsgan_loss(nets.D_P(torch.cat([xp, yp], 1)).float(), True)
-        )
+        pairs = torch.cat([torch.cat([xp, fake_xp.detach()], 1), torch.cat([xp, yp], 1)])
+        pred_fake, pred_real = nets.D_P(pairs).float().chunk(2)
+        loss_d_p = 0.5 * (lsgan_loss(pred_fake, False) + lsgan_loss(pred_real, True))
     nets.optimizers["D_P"].zero_grad(set_to_none=True)
     loss_d_p.backward()
     nets.optimizers["D_P"].step()
@@ -153,12 +155,14 @@ def translator_step(
         loss_gan = lsgan_loss(D_U(fake_x).float(), True)
         loss_gan_p = lsgan_loss(D_P(torch.cat([xp, fake_xp], 1)).float(), True)
 
-        # Unsupervised branch: queries from G(x) (and G(y)), keys from x (and y), same positions.
+        # Encode every translation once, in one batch: [G(x); G(y); G(x^p)].
         fakes_u = torch.cat([fake_x, fake_y]) if t.hdce_identity else fake_x
-        fake_feats = nets.G(fakes_u, layers=layers, encode_only=True)
-        q_all, ids = nets.F([f.float() for f in fake_feats], t.num_patches, generator=generator)
+        n_u = fakes_u.shape[0]
+        fake_feats = nets.G(torch.cat([fakes_u, fake_xp]), layers=layers, encode_only=True)
+
+        # Unsupervised branch: queries from G(x) (and G(y)), keys from x (and y), same positions.
+        q_all, ids = nets.F([f[:n_u].float() for f in fake_feats], t.num_patches, generator=generator)
         with torch.no_grad():
-            n_u = fakes_u.shape[0]
             k_all, _ = nets.F([f[:n_u].detach().float() for f in real_feats], t.num_patches, patch_ids=ids)
         q_x, k_x = [q[:b] for q in q_all], [k[:b] for k in k_all]
         loss_src = src_loss_layers(q_x, k_x)
@@ -174,8 +178,7 @@ def translator_step(
         with torch.no_grad():
             yp_feats = G_bare.encode(yp, layers)
             k_s, ids_s = nets.F_s([f.float() for f in yp_feats], t.num_patches, generator=generator)
-        fake_xp_feats = nets.G(fake_xp, layers=layers, encode_only=True)
-        q_s, _ = nets.F_s([f.float() for f in fake_xp_feats], t.num_patches, patch_ids=ids_s)
+        q_s, _ = nets.F_s([f[n_u:].float() for f in fake_feats], t.num_patches, patch_ids=ids_s)
         loss_style = style_patch_nce(q_s, k_s, tau=t.nce_tau)
 
         loss_unsup = t.lambda_gan * loss_gan + t.lambda_src * loss_src + t.lambda_hdce * loss_hdce
