@@ -1,0 +1,79 @@
+"""The front door: one-line errors for user mistakes, translate on real photos."""
+
+import pytest
+import torch
+from PIL import Image
+
+from scenimefy.cli import main
+from scenimefy.data.decode import list_image_files
+from scenimefy.inference import save_translator_snapshot
+from scenimefy.models.translator import ResnetGenerator
+
+
+def _one_line_error(capsys, code, expected):
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    assert expected in err
+    return err
+
+
+def test_unknown_config_key_is_one_line(capsys):
+    code = main(["train", "--config", "tiny", "translator.lamda_style=0.1"])
+    _one_line_error(capsys, code, "unknown config key 'translator.lamda_style'")
+
+
+def test_missing_data_folder_fails_before_starting_ray(capsys, tmp_path):
+    code = main(["train", "--config", "tiny", f"data.photos={tmp_path / 'nope'}", f"run.output_dir={tmp_path}"])
+    _one_line_error(capsys, code, "photos folder")
+    assert not (tmp_path / "ray").exists()
+
+
+def test_empty_data_folder(capsys, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("not an image")
+    code = main(["train", "--config", "tiny", f"data.photos={tmp_path / 'empty'}"])
+    _one_line_error(capsys, code, "holds no images")
+
+
+def test_dry_run_prints_the_resolved_config(capsys):
+    assert main(["train", "--config", "tiny", "--dry-run", "translator.lambda_src=0.2"]) == 0
+    out = capsys.readouterr().out
+    assert "lambda_src: 0.2" in out and "# world size: 2" in out
+
+
+@pytest.fixture
+def tiny_snapshot(tmp_path):
+    torch.manual_seed(0)
+    G = ResnetGenerator(ngf=8, n_blocks=2)
+    path = tmp_path / "generator.pt"
+    save_translator_snapshot(path, G, {"translator": {"ngf": 8, "n_blocks": 2}})
+    return path
+
+
+def test_translate_real_photos_keeps_sizes_and_names(tmp_path, tiny_snapshot, photos_dir, capsys):
+    out = tmp_path / "out"
+    code = main(["translate", "--checkpoint", str(tiny_snapshot), "--out", str(out), "--device", "cpu", "--max-side", "160", str(photos_dir)])
+    assert code == 0
+    inputs = list_image_files(str(photos_dir))
+    outputs = sorted(p.name for p in out.rglob("*.png"))
+    assert outputs == sorted(p.rsplit("/", 1)[-1].rsplit(".", 1)[0] + ".png" for p in inputs)
+    for src in inputs:
+        w, h = Image.open(src).size
+        scale = min(1.0, 160 / max(w, h))
+        got = Image.open(out / (src.rsplit("/", 1)[-1].rsplit(".", 1)[0] + ".png")).size
+        assert abs(got[0] - w * scale) <= 1 and abs(got[1] - h * scale) <= 1
+    assert f"translated {len(inputs)} image(s)" in capsys.readouterr().out
+
+
+def test_translate_with_wrong_architecture_names_the_keys(tmp_path, capsys, photos_dir):
+    bad = tmp_path / "bad.pth"
+    torch.save({"model.1.weight": torch.zeros(8, 3, 7, 7)}, bad)
+    code = main(["translate", "--checkpoint", str(bad), "--out", str(tmp_path / "o"), str(photos_dir)])
+    err = _one_line_error(capsys, code, str(bad))
+    assert "model." in err
+
+
+def test_translate_missing_checkpoint(tmp_path, capsys, photos_dir):
+    code = main(["translate", "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "o"), str(photos_dir)])
+    _one_line_error(capsys, code, "none.pt")
