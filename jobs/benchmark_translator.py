@@ -64,7 +64,9 @@ def step_flops(nets: TranslatorNets, imgs: list[torch.Tensor], t, autocast: bool
     return float(counter.get_total_flops())
 
 
-def bench_training(size: int, batch: int, precision: str, device: torch.device, steps: int, warmup: int, channels_last: bool) -> dict:
+def bench_training(
+    size: int, batch: int, precision: str, device: torch.device, steps: int, warmup: int, channels_last: bool, compile: bool = False
+) -> dict:
     cfg = load_config(None, [f"translator.precision={precision}", f"data.load_size={size}", f"data.crop_size={size}"])
     t = cfg.translator
     torch.manual_seed(0)
@@ -73,6 +75,8 @@ def bench_training(size: int, batch: int, precision: str, device: torch.device, 
     for m in modules.values():
         m.to(device, memory_format=fmt)
     opts, scheds = build_optimizers(modules, t)
+    if compile:
+        modules = {k: (torch.compile(m) if k in ("G", "D_U", "D_P") else m) for k, m in modules.items()}
     nets = TranslatorNets(**modules, optimizers=opts, schedulers=scheds)
     g = torch.Generator().manual_seed(0)
     imgs = [(torch.rand(batch, 3, size, size, generator=g) * 2 - 1).to(device).contiguous(memory_format=fmt) for _ in range(4)]
@@ -88,7 +92,7 @@ def bench_training(size: int, batch: int, precision: str, device: torch.device, 
         if i >= warmup:
             times.append(time.perf_counter() - start)
     step_s = sorted(times)[len(times) // 2]
-    flops = step_flops(nets, imgs, t, autocast)
+    flops = step_flops(nets, imgs, t, autocast) if not compile else float("nan")
     out = {
         "kind": "train_step",
         "size": size,
@@ -96,6 +100,7 @@ def bench_training(size: int, batch: int, precision: str, device: torch.device, 
         "precision": precision,
         "device": str(device),
         "channels_last": channels_last,
+        "compile": compile,
         "sec_per_step_median": round(step_s, 4),
         "sec_per_step_all": [round(x, 4) for x in times],
         "img_per_s": round(batch / step_s, 4),
@@ -143,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile G, D_U and D_P")
     p.add_argument("--skip-inference", action="store_true")
     p.add_argument("--json-out", default="")
     args = p.parse_args(argv)
@@ -163,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for size in args.size:
         for batch in args.batch:
-            rows.append(bench_training(size, batch, args.precision, device, args.steps, args.warmup, args.channels_last))
+            rows.append(bench_training(size, batch, args.precision, device, args.steps, args.warmup, args.channels_last, args.compile))
             print(json.dumps(rows[-1]), flush=True)
             if not args.skip_inference:
                 rows.append(bench_inference(size, batch, args.precision, device, args.steps, args.warmup))

@@ -216,6 +216,21 @@ class PairsConfig:
 
 
 @dataclass
+class EvaluateConfig:
+    """Metrics (SPEC.md "Metrics"): FID/KID against the anime set, L_BCE photo vs translation."""
+
+    photos: str = ""  # held-out test photos to translate and score (empty: no evaluation)
+    anime: str = ""  # anime reference set for FID/KID; empty: data.anime
+    size: int = 256  # both sets resized to size x size for FID/KID (the recommended protocol)
+    max_images: int = 0  # score at most this many photos (0: all)
+    batch_size: int = 16
+    fid: bool = True  # FID and KID (Inception-v3 pool features)
+    semantic: bool = True  # L_BCE between each photo and its translation (Mask2Former)
+    bce_weight: float = 10.0  # tuning objective = FID + bce_weight * L_BCE
+    every_epochs: int = 0  # during translator training: evaluate every N epochs (0: off)
+
+
+@dataclass
 class Config:
     """The whole pipeline: one section per stage."""
 
@@ -228,6 +243,7 @@ class Config:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     pairs: PairsConfig = field(default_factory=PairsConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
     def validate(self) -> "Config":
         """Cross-field checks a user can break; raise ConfigError with the fix."""

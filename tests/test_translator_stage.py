@@ -185,3 +185,19 @@ def test_step_metrics_and_d_updates():
         + 1.0 * (metrics["loss_G_gan_p"] + 0.05 * metrics["loss_style_nce"])
     )
     assert metrics["loss_G"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_evaluation_hook_runs_at_epoch_ends_and_reaches_reports():
+    cfg = load_config(None, [*TINY, "translator.n_epochs=2", "translator.n_epochs_decay=1", "evaluate.every_epochs=2"])
+    rec, tracker, calls = Recorder(), MemoryTracker(), []
+
+    def evaluate(G, epoch):
+        calls.append(epoch)
+        return {"fid": 100.0 / epoch, "l_bce": 4.5}
+
+    ctx = rec.context(tracker)
+    ctx.evaluate = evaluate
+    train_translator(cfg, _sources(), 2, ctx)
+    assert calls == [2, 3]  # every 2 epochs, and always at the last one
+    assert [r.get("fid") for r in rec.reports] == [None, 50.0, 100.0 / 3]
+    assert any(m.get("fid") == 50.0 for _, m in tracker.metrics)

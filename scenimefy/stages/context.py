@@ -30,6 +30,8 @@ class WorkerContext:
     latest_checkpoint: Callable[[], str | None] = lambda: None  # a local directory to resume from
     wrap_ddp: Callable[[torch.nn.Module], torch.nn.Module] = lambda m: m
     tracker: NullTracker = field(default_factory=NullTracker)
+    # rank 0's evaluation of the current generator at an epoch end (FID, L_BCE, ...); None: off
+    evaluate: Callable[[torch.nn.Module, int], dict[str, float]] | None = None
 
     @property
     def is_main(self) -> bool:
@@ -49,6 +51,15 @@ def mean_across_ranks(metrics: dict[str, float]) -> dict[str, float]:
     dist.all_reduce(t)
     t /= dist.get_world_size()
     return dict(zip(keys, t.tolist()))
+
+
+def broadcast_from_main(value: object) -> object:
+    """Rank 0's Python object on every rank (identity without a process group)."""
+    if not distributed():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def assert_ranks_identical(modules: dict[str, torch.nn.Module]) -> None:

@@ -28,7 +28,7 @@ from scenimefy.inference import load_translator, save_translator_snapshot
 from scenimefy.losses import hard_negative_weights, hdce_loss_layers, lsgan_loss, src_loss_layers, style_patch_nce
 from scenimefy.models.translator import PatchGANDiscriminator, PatchProjection, ResnetGenerator, load_generator_state
 from scenimefy.schedules import hdce_gamma_schedule, lambda_sup_schedule, lr_factor
-from scenimefy.stages.context import WorkerContext, assert_ranks_identical, mean_across_ranks
+from scenimefy.stages.context import WorkerContext, assert_ranks_identical, broadcast_from_main, mean_across_ranks
 
 ARCH_FIELDS = ("ngf", "n_blocks", "ndf", "n_layers_d", "nce_layers", "head_dim")
 NETWORKS = ("G", "F", "F_s", "D_U", "D_P")
@@ -320,6 +320,7 @@ def train_translator(
                     "progress": dict(progress),
                     "streams": {name: [s.position.pass_index, s.position.batches_in_pass] for name, s in streams.items()},
                     "rng": rng_states,
+                    "evaluation": dict(evaluation),
                     "seed": run.seed,
                     "config": to_dict(cfg),
                 },
@@ -330,6 +331,8 @@ def train_translator(
 
     # Train.
     last: dict[str, float] = {}
+    evaluation: dict[str, float] = dict(state.get("evaluation", {})) if state is not None else {}
+    eval_every = max(1, cfg.evaluate.every_epochs)
     window: list[dict[str, float]] = []
     tick, images_in_window = time.perf_counter(), 0
     stopped = False
@@ -377,6 +380,12 @@ def train_translator(
             if ctx.is_main and t.sample_every_steps and done % t.sample_every_steps == 0:
                 ctx.tracker.log_image(sample_grid(x, images["fake_x"], xp, images["fake_xp"], yp), f"samples/step_{done:07d}.png")
             end_of_epoch = done == epoch * steps_per_epoch
+            if end_of_epoch and ctx.evaluate is not None and (epoch % eval_every == 0 or epoch == total_epochs):
+                # rank 0 scores the generator; every rank reports the same values (Tune/ASHA read them)
+                scores = ctx.evaluate(bare["G"], epoch) if ctx.is_main else {}
+                evaluation = broadcast_from_main(scores)
+                ctx.tracker.log_metrics(evaluation, step=done)
+            last.update(evaluation)
             if end_of_epoch:
                 for s in schedulers.values():
                     s.step()
