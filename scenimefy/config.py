@@ -184,6 +184,7 @@ class FinetuneConfig:
     beta2: float = 0.99
     r1_gamma: float = 10.0
     d_reg_every: int = 16
+    g_reg_every: int = 4  # G's lazy-regularisation Adam correction, kept from stage 0 (no path length here)
     mixing_prob: float = 0.9
     ema_half_life_kimg: float = 10.0
     flip: bool = True

@@ -169,7 +169,7 @@ def _prepare(rows: list[dict], *, uri: str, size: int, cache_dir: str, what: str
     ds.write_parquet(str(tmp))
     if not any(tmp.glob("*.parquet")):
         raise ValueError(f"{what} folder {uri!r}: none of the {len(rows)} image files could be decoded")
-    done = ray.data.read_parquet(str(tmp), columns=[*columns, "upscaled"]).to_pandas()
+    done = ray.data.read_parquet(str(tmp)).select_columns([*columns, "upscaled"]).to_pandas()
     kept = set(done[columns[0]].tolist())
     skipped = [r[columns[0]] for r in rows if r[columns[0]] not in kept]
     prepared = PreparedSet(

@@ -137,9 +137,9 @@ def train_translator_on_ray(cfg: Config, *, callbacks: list | None = None, paren
     tracker.log_text(_config_yaml(cfg), "config.yaml")
 
     datasets = {
-        "photos": ray.data.read_parquet(prepared["photos"].path, columns=["image"]),
-        "anime": ray.data.read_parquet(prepared["anime"].path, columns=["image"]),
-        "pairs": ray.data.read_parquet(prepared["pairs"].path, columns=["image_a", "image_b"]),
+        "photos": ray.data.read_parquet(prepared["photos"].path).select_columns(["image"]),
+        "anime": ray.data.read_parquet(prepared["anime"].path).select_columns(["image"]),
+        "pairs": ray.data.read_parquet(prepared["pairs"].path).select_columns(["image_a", "image_b"]),
     }
     resources = {"CPU": cfg.run.cpus_per_worker}
     if cfg.run.use_gpu:
