@@ -286,6 +286,8 @@ def train_translator(
     for m in bare.values():
         m.to(device, memory_format=memory_format)
     wrapped = {name: ctx.wrap_ddp(m) for name, m in bare.items()}
+    if t.compile:  # opt-in: compiled wrappers share the parameters of `bare`
+        wrapped.update({name: torch.compile(wrapped[name]) for name in ("G", "D_U", "D_P")})
     optimizers, schedulers = build_optimizers(bare, t)
     if state is not None:
         for name in NETWORKS:
