@@ -45,6 +45,50 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------
+# pretrain, finetune (stages 0 and 1)
+
+
+def _stylegan_stage(args: argparse.Namespace, stage: str) -> int:
+    cfg = _config(args)
+    from scenimefy.distributed import stylegan
+
+    if args.dry_run:
+        info = stylegan.preflight(cfg, stage)  # resolves the data, batch and (finetune) source
+        print(dump_yaml(cfg), end="")
+        for key, value in info.items():
+            print(f"# {key}: {value}")
+        return 0
+    run = stylegan.pretrain_on_ray if stage == stylegan.PRETRAIN else stylegan.finetune_on_ray
+    outcome = run(cfg)
+    print(f"snapshot: {outcome.snapshot}")
+    print(f"checkpoint: {outcome.checkpoint}")
+    print(f"mlflow: {outcome.tracking_uri} (run {outcome.mlflow_run_id})")
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    return _stylegan_stage(args, "pretrain")
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    return _stylegan_stage(args, "finetune")
+
+
+# ----------------------------------------------------------------------------------------
+# weights
+
+
+def cmd_weights_download(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    from scenimefy.priors import download_weights
+
+    for path in download_weights(cfg.priors, args.to):
+        print(path)
+    print(f"priors are in {args.to}: set priors.cache_dir={args.to} (and priors.offline=true on air-gapped machines)")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------
 # translate
 
 
@@ -93,6 +137,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p, "paper")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("pretrain", help="pretrain StyleGAN2 on real scene photos (stage 0, G_s) on Ray Train")
+    _add_config_args(p, "paper")
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("finetune", help="fine-tune G_s into the anime generator G_t (stage 1) on Ray Train")
+    _add_config_args(p, "paper")
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("weights", help="pretrained priors (CLIP, LPIPS-VGG, Mask2Former, FID Inception)")
+    weights = p.add_subparsers(dest="weights_command", required=True)
+    p = weights.add_parser("download", help="fetch every prior into DIR for air-gapped clusters")
+    p.add_argument("--to", required=True, metavar="DIR", help="target directory (then set priors.cache_dir=DIR)")
+    p.add_argument("--config", default=None, help="preset or YAML whose priors section names the models")
+    p.add_argument("overrides", nargs="*", metavar="priors.key=value")
+    p.set_defaults(func=cmd_weights_download)
+
     p = sub.add_parser("translate", help="translate photos with a trained generator")
     p.add_argument("inputs", nargs="+", help="image files or folders (recursive)")
     p.add_argument("--checkpoint", required=True, help="our generator.pt / checkpoint dir, or Shinkai_net_G.pth")
@@ -110,6 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="Ray Train workers")
     p.add_argument("overrides", nargs="*", metavar="section.key=value")
     p.set_defaults(func=cmd_demo)
+    # stage 2, evaluation, sweeps and the cluster front doors live beside their drivers
+    from scenimefy.commands.cluster import add_cluster_commands
+    from scenimefy.commands.evaluate import add_evaluate_commands
+    from scenimefy.commands.pairs import add_pairs_commands
+    from scenimefy.commands.tune import add_tune_commands
+
+    for add in (add_pairs_commands, add_evaluate_commands, add_tune_commands, add_cluster_commands):
+        add(sub)
     return parser
 
 
