@@ -1,0 +1,225 @@
+"""A real Ray head and a real MLflow tracking server on loopback, for the cluster tests.
+
+Both run as separate process groups under one temporary directory, on free ports, and are
+stopped by `stop()` even when a test fails: the head with SIGTERM to its `ray start --block`
+group (which stops the raylet, GCS and dashboard), then SIGKILL for any process that is
+still bound to this head (its session dir or GCS address appears in the command line or
+environment). `ray stop` is never used: it stops every Ray process on the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def quiet_env(**extra: str) -> dict[str, str]:
+    """Offline, token-auth off, this venv's python first on PATH (job entrypoints say `python`)."""
+    env = dict(os.environ)
+    for key in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "MLFLOW_TRACKING_URI"):
+        env.pop(key, None)
+    env.update(
+        RAY_AUTH_MODE="disabled",
+        RAY_USAGE_STATS_ENABLED="0",
+        MLFLOW_DISABLE_TELEMETRY="true",
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+def _get(url: str, timeout: float = 2.0) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.read()
+
+
+def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{_tail(log)}")
+        try:
+            _get(url)
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"{what} did not answer at {url} within {timeout_s:.0f} s:\n{_tail(log)}")
+
+
+def _tail(path: Path, n: int = 4000) -> str:
+    try:
+        return path.read_text(errors="replace")[-n:]
+    except OSError:
+        return ""
+
+
+def _kill_group(proc: subprocess.Popen | None, grace_s: float) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=grace_s)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=10)
+
+
+def _pids_mentioning(markers: list[str]) -> list[int]:
+    """Processes whose command line or environment contains one of `markers` (not followed by a digit)."""
+    pattern = re.compile(b"|".join(re.escape(m.encode()) + rb"(?![0-9])" for m in markers))
+    found = []
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            blob = (entry / "cmdline").read_bytes() + b"\0" + (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if pattern.search(blob):
+            found.append(int(entry.name))
+    return found
+
+
+class RayHead:
+    """`ray start --head --block` on 127.0.0.1 with free ports, `num_cpus` CPUs, no GPUs."""
+
+    def __init__(self, root: Path, *, num_cpus: int = 2, num_gpus: int = 0):
+        self.root = Path(root)
+        self.temp_dir = self.root / "ray"
+        self.num_cpus, self.num_gpus = num_cpus, num_gpus
+        self.port = free_port()
+        self.dashboard_port = free_port()
+        self.address = f"http://127.0.0.1:{self.dashboard_port}"
+        self.gcs_address = f"127.0.0.1:{self.port}"
+        self.log = self.root / "ray-head.log"
+        self.proc: subprocess.Popen | None = None
+
+    def launch(self) -> "RayHead":
+        self.temp_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            str(BIN / "ray"), "start", "--head", "--block",
+            "--node-ip-address=127.0.0.1", f"--port={self.port}",
+            "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
+            f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
+            f"--ray-client-server-port={free_port()}",
+            f"--num-cpus={self.num_cpus}", f"--num-gpus={self.num_gpus}",
+            f"--object-store-memory={300 * 1024**2}", f"--temp-dir={self.temp_dir}", "--disable-usage-stats",
+        ]  # fmt: skip
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=quiet_env(), start_new_session=True)
+        return self
+
+    def wait_ready(self, timeout_s: float = 120) -> "RayHead":
+        _wait_http(f"{self.address}/api/version", self.proc, self.log, timeout_s, "ray head")
+        return self
+
+    def start(self, timeout_s: float = 120) -> "RayHead":
+        return self.launch().wait_ready(timeout_s)
+
+    def stop(self) -> list[int]:
+        """Stop the head and everything bound to it; return the pids that had to be killed late."""
+        _kill_group(self.proc, grace_s=10)
+        leftovers: list[int] = []
+        for _ in range(3):
+            pids = _pids_mentioning([str(self.temp_dir), self.gcs_address])
+            if not pids:
+                break
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    leftovers.append(pid)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.5)
+        return leftovers
+
+    def diagnostics(self) -> str:
+        """The head's own log and the tails of its session logs (for a failing test)."""
+        parts = [f"--- {self.log.name}\n{_tail(self.log)}"]
+        logs = self.temp_dir / "session_latest" / "logs"
+        for name in ("ray_process_exit.log", "dashboard.log", "raylet.out", "gcs_server.out"):
+            parts.append(f"--- {name}\n{_tail(logs / name, 2000)}")
+        return "\n".join(parts)
+
+    def alive_pids(self) -> list[int]:
+        return _pids_mentioning([str(self.temp_dir), self.gcs_address])
+
+    def __enter__(self) -> "RayHead":
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class MlflowServer:
+    """`mlflow server` on 127.0.0.1 with a SQLite backend and served artifacts under `root`."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.log = self.root / "mlflow-server.log"
+        self.proc: subprocess.Popen | None = None
+
+    def launch(self) -> "MlflowServer":
+        self.root.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+            "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
+            "--artifacts-destination", str(self.root / "artifacts"),
+        ]  # fmt: skip
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=quiet_env(), start_new_session=True)
+        return self
+
+    def wait_ready(self, timeout_s: float = 120) -> "MlflowServer":
+        _wait_http(f"{self.uri}/health", self.proc, self.log, timeout_s, "mlflow server")
+        return self
+
+    def start(self, timeout_s: float = 120) -> "MlflowServer":
+        return self.launch().wait_ready(timeout_s)
+
+    def stop(self) -> None:
+        _kill_group(self.proc, grace_s=10)
+
+    def __enter__(self) -> "MlflowServer":
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def dashboard_json(address: str, path: str) -> dict:
+    return json.loads(_get(address + path, timeout=10))

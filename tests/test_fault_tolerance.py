@@ -1,0 +1,192 @@
+"""Fault tolerance, tested on real processes: a Ray head and an MLflow server on loopback.
+
+`scenimefy submit --follow` sends a tiny translator run (2 workers, a checkpoint every 4
+steps, 16 steps; 32 images per set so one pass of each data stream covers the run, since a new
+pass re-executes its Ray Dataset) to a `ray start --head` cluster with 2 CPUs. Once a checkpoint is on disk and
+training has gone past it, one Ray Train worker process is killed with SIGKILL. The run must
+restart its worker group from the latest checkpoint (not from step 0), lose at most one
+checkpoint interval, reach step 16, make `submit` exit 0, and leave one complete MLflow run.
+Every process the test started is stopped, also when it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from ray_head import MlflowServer, RayHead, quiet_env
+
+pytestmark = pytest.mark.ray
+
+TOTAL_STEPS = 16
+CHECKPOINT_EVERY = 4
+RUN_NAME = "ft-tiny"
+DEADLINE_S = float(os.environ.get("SCENIMEFY_FT_DEADLINE_S", "210"))  # whole test, start to cleanup
+
+
+def _job_args(root: Path, data: dict[str, str]) -> list[str]:
+    return [
+        "--config", "tiny",
+        f"run.output_dir={root / 'out'}", f"run.name={RUN_NAME}",
+        "run.num_workers=2", "run.cpus_per_worker=0.5",  # 1 of the head's 2 CPUs left for Ray Data
+        "run.max_failures=2",
+        "data.load_size=32", "data.crop_size=32",
+        f"data.photos={data['photos']}", f"data.anime={data['anime']}", f"data.pairs={data['pairs']}",
+        "translator.ngf=8", "translator.ndf=8",
+        "translator.num_patches=16", "translator.head_dim=16", "translator.batch_size_per_worker=1",
+        "translator.steps_per_epoch=8", f"translator.max_steps={TOTAL_STEPS}",
+        "translator.log_every_steps=1", f"translator.checkpoint_every_steps={CHECKPOINT_EVERY}",
+        "translator.sample_every_steps=0",
+    ]  # fmt: skip
+
+
+def _checkpoint_steps(storage: Path) -> list[int]:
+    """Steps of the complete checkpoints under the run's Ray storage."""
+    import torch
+
+    steps = []
+    for d in sorted(storage.glob("checkpoint_*")):
+        try:
+            steps.append(int(torch.load(d / "state.pt", map_location="cpu", weights_only=True)["progress"]["step"]))
+        except Exception:  # being written: not complete yet
+            continue
+    return steps
+
+
+def _mlflow_run(client, experiment: str = "scenimefy") -> list:
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    return client.search_runs([exp.experiment_id], filter_string=f"tags.`scenimefy.run_name` = '{RUN_NAME}'")
+
+
+def _logged_steps(client, run_id: str, until_ms: float | None = None) -> list[int]:
+    history = client.get_metric_history(run_id, "loss_G")
+    return [m.step for m in history if until_ms is None or m.timestamp <= until_ms]
+
+
+def _train_worker_pids(address: str) -> list[int]:
+    from ray.util.state import list_actors
+
+    actors = list_actors(address=address, filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")], timeout=20)
+    return [a.pid for a in actors if a.pid]
+
+
+def _wait(what: str, predicate, deadline: float, submit: subprocess.Popen, log: Path, poll_s: float = 0.5):
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if submit.poll() is not None:
+            pytest.fail(f"submit exited ({submit.returncode}) while waiting for {what}:\n{log.read_text()[-6000:]}")
+        time.sleep(poll_s)
+    pytest.fail(f"timed out waiting for {what}:\n{log.read_text()[-6000:]}")
+
+
+def test_killed_worker_resumes_from_last_checkpoint():
+    from mlflow.tracking import MlflowClient
+
+    from scenimefy.data.demo_scenes import write_demo_dataset
+    from scenimefy.jobs_runner import parse_result
+
+    started = time.monotonic()
+    deadline = started + DEADLINE_S
+    root = Path(tempfile.mkdtemp(prefix="sft", dir="/tmp"))  # short: Ray's socket paths must stay < 108 chars
+    head, mlflow_server = RayHead(root, num_cpus=2), MlflowServer(root / "mlflow")
+    submit: subprocess.Popen | None = None
+    log = root / "submit.log"
+    try:
+        # Start the head and the tracking server side by side; draw the data meanwhile.
+        head.launch()
+        mlflow_server.launch()
+        data = write_demo_dataset(str(root / "data"), n_photos=32, n_anime=32, n_pairs=32, n_test=0, size=32, seed=0)
+        head.wait_ready(timeout_s=max(deadline - time.monotonic(), 1))
+        mlflow_server.wait_ready(timeout_s=max(deadline - time.monotonic(), 1))
+        ready_s = time.monotonic() - started
+
+        # Submit through `scenimefy submit --follow`; MLFLOW_TRACKING_URI is forwarded from here.
+        cmd = [
+            sys.executable, "-m", "scenimefy.commands.cluster", "submit", "--address", head.address, "--follow",
+            "--submission-id", "ft-job",
+            "--env", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=0.2", "--env", "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S=60",
+            "--env", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER=0", "--env", "RAY_DATA_DISABLE_PROGRESS_BARS=1",
+            "train", *_job_args(root, data),
+        ]  # fmt: skip
+        with open(log, "wb") as out:
+            submit = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1],
+                env=quiet_env(MLFLOW_TRACKING_URI=mlflow_server.uri), start_new_session=True,
+            )  # fmt: skip
+        client = MlflowClient(mlflow_server.uri)
+        storage = root / "out" / "ray" / RUN_NAME
+
+        # Wait for a checkpoint, and for training to go past it (so the controller has registered it).
+        ckpt_step = _wait("the first checkpoint", lambda: max(_checkpoint_steps(storage), default=0), deadline, submit, log)
+        runs = _wait("the MLflow run", lambda: _mlflow_run(client), deadline, submit, log)
+        run_id = runs[0].info.run_id
+        _wait(f"a step after {ckpt_step}", lambda: max(_logged_steps(client, run_id), default=0) > ckpt_step, deadline, submit, log)
+        assert max(_logged_steps(client, run_id)) < TOTAL_STEPS, "training finished before the kill: make it longer"
+
+        # Kill one Ray Train worker process.
+        pids = _wait("the Ray Train workers", lambda: _train_worker_pids(head.address), deadline, submit, log)
+        assert len(pids) == 2
+        ckpt_at_kill = max(_checkpoint_steps(storage))
+        os.kill(pids[-1], signal.SIGKILL)
+        killed_ms = time.time() * 1000
+        killed_s = time.monotonic() - started
+
+        # The job recovers and finishes; `submit` reports SUCCEEDED and exits 0.
+        try:
+            rc = submit.wait(timeout=max(deadline - time.monotonic(), 1))
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the job did not finish within the deadline:\n{log.read_text()[-6000:]}")
+        output = log.read_text()
+        assert rc == 0, output[-6000:]
+        assert "submitted job ft-job" in output and "job ft-job SUCCEEDED" in output
+
+        # Resumed from the last checkpoint, lost at most one interval, finished.
+        result = parse_result(output)
+        assert result is not None, output[-6000:]
+        assert result["step"] == TOTAL_STEPS
+        resumed = result["resumed_from_step"]
+        assert resumed is not None, "the worker group restarted from scratch, not from a checkpoint"
+        assert resumed >= ckpt_at_kill >= CHECKPOINT_EVERY and resumed % CHECKPOINT_EVERY == 0
+        assert f"resumed from step {resumed}" in output
+        reached_before_kill = max(_logged_steps(client, run_id, until_ms=killed_ms + 1000))
+        assert 0 <= reached_before_kill - resumed <= CHECKPOINT_EVERY, (reached_before_kill, resumed)
+        assert not os.path.exists(f"/proc/{pids[-1]}")
+
+        # MLflow holds one complete run: every step, FINISHED, the generator and the config.
+        runs = _mlflow_run(client)
+        assert len(runs) == 1 and runs[0].info.run_id == run_id == result["mlflow_run_id"]
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED"
+        assert run.data.params["run.num_workers"] == "2"
+        assert sorted(set(_logged_steps(client, run_id))) == list(range(1, TOTAL_STEPS + 1))
+        artifacts = {a.path for a in client.list_artifacts(run_id)}
+        assert {"generator.pt", "config.yaml"} <= artifacts
+        print(
+            f"\n[fault tolerance] ready {ready_s:.0f} s, killed at {killed_s:.0f} s (checkpoint {ckpt_at_kill}, "
+            f"step {reached_before_kill}), resumed from {resumed}, done at {time.monotonic() - started:.0f} s"
+        )
+    except BaseException:
+        print(head.diagnostics(), file=sys.stderr)
+        raise
+    finally:
+        if submit is not None and submit.poll() is None:
+            os.killpg(submit.pid, signal.SIGKILL)
+            submit.wait(timeout=10)
+        mlflow_server.stop()
+        head.stop()
+        leftovers = head.alive_pids()
+        shutil.rmtree(root, ignore_errors=True)
+    assert mlflow_server.proc.poll() is not None
+    assert leftovers == [], f"processes of the test cluster still running: {leftovers}"
