@@ -136,7 +136,14 @@ def bench_ray(args, files: dict, pool: int, n: int) -> dict:
             f"pairs.mean_latent_samples={args.mean_latent_samples}",
         ],
     )
-    init_ray(num_cpus_needed=2 * pool + 1)
+    for attempt in range(3):  # a loaded machine can miss Ray's fixed 30 s raylet start-up wait
+        try:
+            init_ray(num_cpus_needed=2 * pool + 1)
+            break
+        except Exception as e:  # noqa: BLE001
+            if attempt == 2:
+                raise
+            print(f"# ray.init failed ({e}); retrying", file=sys.stderr)
     paths = {"source": files["g_s"], "target": files["g_t"], "priors": {"mask2former": files["m2f"], "offline": True}}
     began = time.perf_counter()
     first = None

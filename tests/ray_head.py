@@ -10,7 +10,9 @@ environment). `ray stop` is never used: it stops every Ray process on the machin
 from __future__ import annotations
 
 import json
+import http.client
 import os
+import random
 import re
 import signal
 import socket
@@ -23,10 +25,27 @@ from pathlib import Path
 BIN = Path(sys.executable).parent
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+_HANDED_OUT: set[int] = set()
+
+
+def free_port(low: int = 20000, high: int = 32000) -> int:
+    """A free loopback port below the OS ephemeral range and above Ray's worker ports (10002-19999).
+
+    Ray binds its own unnamed ports in those two ranges while it starts, so a port picked there
+    could be taken before the process we hand it to binds it.
+    """
+    for _ in range(1000):
+        port = random.randrange(low, high)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError(f"no free port in [{low}, {high})")
 
 
 def quiet_env(**extra: str) -> dict[str, str]:
@@ -58,7 +77,7 @@ def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout_s: float, wh
         try:
             _get(url)
             return
-        except OSError:
+        except (OSError, http.client.HTTPException):  # not up yet
             time.sleep(0.5)
     raise RuntimeError(f"{what} did not answer at {url} within {timeout_s:.0f} s:\n{_tail(log)}")
 
@@ -122,6 +141,7 @@ class RayHead:
         cmd = [
             str(BIN / "ray"), "start", "--head", "--block",
             "--node-ip-address=127.0.0.1", f"--port={self.port}",
+            f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
             "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
             f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
             f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",

@@ -21,6 +21,7 @@ from scenimefy.config import Config, dump_yaml, flatten, from_dict, to_dict
 from scenimefy.distributed.cluster import ddp_kwargs, init_ray, local_path
 from scenimefy.distributed.data import PreparedSet, ShardSource, list_images, prepare_images
 from scenimefy.distributed.translator import _copy_atomic, run_dir_of, storage_path_of, user_error_from
+from scenimefy.losses.clip_losses import random_patch_corners
 from scenimefy.stages.context import WorkerContext
 from scenimefy.stages.stylegan import (
     SNAPSHOT_FILE,
@@ -136,6 +137,9 @@ def preflight(cfg: Config, stage: str) -> dict[str, Any]:
         "snapshot": str(snapshot_path_of(cfg, stage)),
     }
     if stage == FINETUNE:
+        f = cfg.finetune
+        if f.lambda_patch > 0:  # crops must fit the images
+            random_patch_corners(cfg.stylegan.size, f.patch_size, f.patch_count, torch.Generator())
         info["source checkpoint"] = str(finetune_source_of(cfg))
     return info
 
