@@ -8,13 +8,13 @@ is timed on its own and the figures are amortised over the configured intervals:
     finetune:  t = t_plain + (t_r1 - t_plain) / d_reg_every
 
 The architecture comes from a preset (``--config``; default: the paper's 256 px network) and
-``section.key=value`` overrides. Fine-tuning needs CLIP ViT-B/32 and LPIPS-VGG: the configured
+``--set section.key=value`` overrides. Fine-tuning needs CLIP ViT-B/32 and LPIPS-VGG: the configured
 priors (local files / cache), or with ``--random-priors`` randomly initialised full-size models
 of the same classes (no download; numerics differ, cost does not). Without open_clip / lpips
 installed, only pretraining is measured. Examples:
 
     python jobs/benchmark_stylegan.py --config tiny --device cpu --random-priors
-    python jobs/benchmark_stylegan.py --device cpu --size 64 --batch 4 --random-priors
+    python jobs/benchmark_stylegan.py --device cpu --size 64 --batch 4 --random-priors --set finetune.patch_size=16
     python jobs/benchmark_stylegan.py --device cuda --size 256 --batch 16 8 --random-priors
 
 Prints one JSON line per configuration (add --json-out FILE to append them to a file).
@@ -53,23 +53,49 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _peak_mib(device: torch.device) -> float:
-    if device.type == "cuda":
-        return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # process peak RSS
+class PeakMemory:
+    """Peak memory of the timed steps ("steady": GPU peak after the warmup calls, so cuDNN's
+    autotuning workspaces under cudnn.benchmark are left out) and including the warmup.
+    On CPU both are the process's peak RSS (it cannot be reset)."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.steady, self.with_warmup = device, 0.0, 0.0
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+
+    def _current(self) -> float:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    def after_warmup(self) -> None:
+        self.with_warmup = max(self.with_warmup, self._current())
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def after_timed(self) -> None:
+        self.steady = max(self.steady, self._current())
+        self.with_warmup = max(self.with_warmup, self.steady)
+
+    def fields(self) -> dict[str, float]:
+        return {"peak_mem_mib": round(self.steady, 1), "peak_mem_mib_incl_warmup": round(self.with_warmup, 1)}
 
 
-def _times(fn, device: torch.device, steps: int, warmup: int) -> tuple[float, float]:
+def _times(fn, device: torch.device, steps: int, warmup: int, peak: PeakMemory) -> tuple[float, float]:
     """(median, minimum) seconds of ``steps`` timed calls after ``warmup`` untimed ones; the
     minimum is the better estimate on a machine shared with other jobs."""
     times = []
     for i in range(warmup + steps):
+        if i == warmup:
+            peak.after_warmup()
         _sync(device)
         start = time.perf_counter()
         fn(i)
         _sync(device)
         if i >= warmup:
             times.append(time.perf_counter() - start)
+    peak.after_timed()
     return sorted(times)[len(times) // 2], min(times)
 
 
@@ -92,18 +118,12 @@ def _nets(cfg: Config, device: torch.device, *, finetune: bool) -> StyleGANNets:
     return StyleGANNets(G=G, D=D, G_ema=G_ema, g_optim=g_optim, d_optim=d_optim, G_s=G_s, trainable=trainable)
 
 
-def _reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-
-
 def bench_pretrain(cfg: Config, batch: int, device: torch.device, steps: int, warmup: int) -> dict:
     p = cfg.pretrain
     nets = _nets(cfg, device, finetune=False)
     real = torch.rand(batch, 3, cfg.stylegan.size, cfg.stylegan.size, device=device) * 2 - 1
     autocast = p.precision == "bf16" and device.type == "cuda"
-    _reset_peak(device)
+    peak = PeakMemory(device)
 
     def run(step_index: int):
         return lambda i: pretrain_step(
@@ -112,8 +132,9 @@ def bench_pretrain(cfg: Config, batch: int, device: torch.device, steps: int, wa
 
     plain_step = next(i for i in range(1, 10_000) if i % p.d_reg_every and i % p.g_reg_every)
     path_step = next(i for i in range(1, 10_000) if i % p.d_reg_every and i % p.g_reg_every == 0)
-    (t_plain, b_plain), (t_path, b_path) = _times(run(plain_step), device, steps, warmup), _times(run(path_step), device, steps, warmup)
-    t_both, b_both = _times(run(0), device, steps, warmup)  # R1 and path length (step 0)
+    t_plain, b_plain = _times(run(plain_step), device, steps, warmup, peak)
+    t_path, b_path = _times(run(path_step), device, steps, warmup, peak)
+    t_both, b_both = _times(run(0), device, steps, warmup, peak)  # R1 and path length (step 0)
 
     def amortised(plain: float, path: float, both: float) -> float:
         return plain + (path - plain) / p.g_reg_every + (both - path) / p.d_reg_every
@@ -135,7 +156,7 @@ def bench_pretrain(cfg: Config, batch: int, device: torch.device, steps: int, wa
         "sec_per_kimg": round(t / (batch / 1000), 2),
         "sec_per_kimg_best": round(best / (batch / 1000), 2),
         "img_per_s": round(batch / t, 3),
-        "peak_mem_mib": _peak_mib(device),
+        **peak.fields(),
     }
 
 
@@ -167,7 +188,7 @@ def bench_finetune(cfg: Config, batch: int, device: torch.device, steps: int, wa
     nets = _nets(cfg, device, finetune=True)
     real = torch.rand(batch, 3, cfg.stylegan.size, cfg.stylegan.size, device=device) * 2 - 1
     autocast = f.precision == "bf16" and device.type == "cuda"
-    _reset_peak(device)
+    peak = PeakMemory(device)
 
     def run(step_index: int):
         return lambda i: finetune_step(
@@ -176,7 +197,8 @@ def bench_finetune(cfg: Config, batch: int, device: torch.device, steps: int, wa
         )  # fmt: skip
 
     plain_step = next(i for i in range(1, 10_000) if i % f.d_reg_every)
-    (t_plain, b_plain), (t_r1, b_r1) = _times(run(plain_step), device, steps, warmup), _times(run(0), device, steps, warmup)
+    t_plain, b_plain = _times(run(plain_step), device, steps, warmup, peak)
+    t_r1, b_r1 = _times(run(0), device, steps, warmup, peak)
     t = t_plain + (t_r1 - t_plain) / f.d_reg_every
     best = b_plain + (b_r1 - b_plain) / f.d_reg_every
     return {
@@ -197,14 +219,15 @@ def bench_finetune(cfg: Config, batch: int, device: torch.device, steps: int, wa
         "sec_per_step_amortised": round(t, 4),
         "it_per_s": round(1 / t, 3),
         "it_per_s_best": round(1 / best, 3),
-        "peak_mem_mib": _peak_mib(device),
+        **peak.fields(),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=None, help="preset or YAML for the architecture (default: the paper's)")
-    parser.add_argument("overrides", nargs="*", metavar="section.key=value")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="section.key=value",
+                        help="config override, repeatable (e.g. --set finetune.patch_size=16)")
     parser.add_argument("--size", type=int, nargs="+", default=None, help="override stylegan.size (one run per size)")
     parser.add_argument("--batch", type=int, nargs="+", default=None, help="per-device batch (default: the preset's)")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default=None)
@@ -214,19 +237,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per kind of step (median)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--no-cudnn-benchmark", action="store_true", help="leave cudnn.benchmark off (no autotuning)")
     parser.add_argument("--json-out", default="")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = not args.no_cudnn_benchmark
     header = {
         "date": date.today().isoformat(),
         "machine": platform.processor() or platform.machine(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "cudnn_benchmark": device.type == "cuda" and not args.no_cudnn_benchmark,
         "command": " ".join(["python", *sys.argv]),
     }
     print(json.dumps(header), flush=True)

@@ -219,12 +219,14 @@ def check_gpus(name: str, cfg: Config, cluster_gpus: float, *, allow_autoscale: 
     """Raise NotEnoughGpus when a GPU run cannot be scheduled on the GPUs the cluster has now."""
     if cfg is None or not cfg.run.use_gpu or allow_autoscale:
         return
-    need = workload(name).gpus_needed(cfg)
+    w = workload(name)
+    need = w.gpus_needed(cfg)
     if cluster_gpus + 1e-9 < need:
+        key, value = ("pairs.gpus_per_actor", cfg.pairs.gpus_per_actor) if w.gpus_needed is _pairs_gpus else ("run.num_workers", cfg.run.num_workers)
         raise NotEnoughGpus(
-            f"{name} with run.use_gpu=true needs {need:g} GPU(s) (run.num_workers={cfg.run.num_workers}) but {where} has "
-            f"{cluster_gpus:g}; it would wait forever for resources. Use a GPU cluster, set run.use_gpu=false (CPU), "
-            f"lower run.num_workers, or pass --allow-autoscale if GPU workers join on demand"
+            f"{name} with run.use_gpu=true needs {need:g} GPU(s) ({key}={value}) but {where} has {cluster_gpus:g}; "
+            f"it would wait forever for resources. Use a GPU cluster, set run.use_gpu=false (CPU), lower {key}, "
+            f"or pass --allow-autoscale if GPU workers join on demand"
         )
 
 

@@ -23,6 +23,7 @@ import urllib.request
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+RAY_STARTED = "Ray runtime started."
 
 
 _HANDED_OUT: set[int] = set()
@@ -107,6 +108,8 @@ def _kill_group(proc: subprocess.Popen | None, grace_s: float) -> None:
 
 def _pids_mentioning(markers: list[str]) -> list[int]:
     """Processes whose command line or environment contains one of `markers` (not followed by a digit)."""
+    markers = [m for m in markers if m]  # an empty marker would match every process
+    assert markers
     pattern = re.compile(b"|".join(re.escape(m.encode()) + rb"(?![0-9])" for m in markers))
     found = []
     me = os.getpid()
@@ -129,15 +132,17 @@ class RayHead:
         self.root = Path(root)
         self.temp_dir = self.root / "ray"
         self.num_cpus, self.num_gpus = num_cpus, num_gpus
-        self.port = free_port()
-        self.dashboard_port = free_port()
-        self.address = f"http://127.0.0.1:{self.dashboard_port}"
-        self.gcs_address = f"127.0.0.1:{self.port}"
+        self.port = self.dashboard_port = 0
+        self.address = self.gcs_address = ""
         self.log = self.root / "ray-head.log"
         self.proc: subprocess.Popen | None = None
+        self._log_offset = 0
 
     def launch(self) -> "RayHead":
         self.temp_dir.mkdir(parents=True, exist_ok=True)
+        self.port, self.dashboard_port = free_port(), free_port()
+        self.address = f"http://127.0.0.1:{self.dashboard_port}"
+        self.gcs_address = f"127.0.0.1:{self.port}"
         cmd = [
             str(BIN / "ray"), "start", "--head", "--block",
             "--node-ip-address=127.0.0.1", f"--port={self.port}",
@@ -149,13 +154,35 @@ class RayHead:
             f"--num-cpus={self.num_cpus}", f"--num-gpus={self.num_gpus}",
             f"--object-store-memory={300 * 1024**2}", f"--temp-dir={self.temp_dir}", "--disable-usage-stats",
         ]  # fmt: skip
-        with open(self.log, "wb") as out:
+        self._log_offset = self.log.stat().st_size if self.log.exists() else 0
+        with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=quiet_env(), start_new_session=True)
         return self
 
-    def wait_ready(self, timeout_s: float = 120) -> "RayHead":
-        _wait_http(f"{self.address}/api/version", self.proc, self.log, timeout_s, "ray head")
-        return self
+    def _started(self) -> bool:
+        with open(self.log, "rb") as f:
+            f.seek(self._log_offset)
+            return RAY_STARTED.encode() in f.read()
+
+    def wait_ready(self, timeout_s: float = 120, attempts: int = 3) -> "RayHead":
+        """Until `ray start` reports the node started and the dashboard answers.
+
+        The dashboard answers before the raylet has registered; on an overloaded machine the
+        raylet can miss Ray's fixed 30 s start-up window and `ray start` gives up. Then the
+        half-started head is cleaned up and started again on new ports (`attempts` in all).
+        """
+        deadline = time.monotonic() + timeout_s
+        for attempt in range(attempts):
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                if self._started():
+                    _wait_http(f"{self.address}/api/version", self.proc, self.log, deadline - time.monotonic(), "ray head")
+                    return self
+                time.sleep(0.5)
+            if self.proc.poll() is None or attempt == attempts - 1:
+                break
+            self.stop()  # failed during start-up: clean up, then try again
+            self.launch()
+        raise RuntimeError(f"ray head not started within {timeout_s:.0f} s:\n{self.diagnostics()}")
 
     def start(self, timeout_s: float = 120) -> "RayHead":
         return self.launch().wait_ready(timeout_s)

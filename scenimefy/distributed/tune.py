@@ -634,8 +634,16 @@ def run_sweep(cfg: Config, *, callbacks: Sequence[Any] = (), dry_run: bool = Fal
         results, dims, metric=cfg.tune.metric, total_epochs=total_epochs,
         run_dir_of_trial=lambda trial_id: Path(base.run.output_dir) / f"{cfg.tune.name}-{trial_id}",
     )  # fmt: skip
-    best = choose_best(table, metric=cfg.tune.metric, total_epochs=total_epochs)
     results_csv = write_results_csv(table, sweep_dir / RESULTS_FILE)
+    try:
+        best = choose_best(table, metric=cfg.tune.metric, total_epochs=total_epochs)
+    except RuntimeError:
+        from scenimefy.tracking import MlflowTracker
+
+        parent = MlflowTracker(tracking_uri, parent_run_id)
+        parent.log_artifact(results_csv)
+        parent.finish("FAILED")
+        raise
     best_preset = write_best_preset(cfg, best, dims, sweep_dir / BEST_PRESET_FILE, sweep_dir=sweep_dir)
     plot = plot_objective(table, dims, metric=cfg.tune.metric, path=sweep_dir / PLOT_FILE)
     _finish_mlflow(tracking_uri, parent_run_id, table, best, cfg.tune.metric, [results_csv, best_preset, plot, str(sweep_dir / SWEEP_FILE)])
