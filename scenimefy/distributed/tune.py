@@ -504,7 +504,7 @@ def check_state_api() -> None:
             if "multiple active Ray instances" in str(cause)
             else "install ray[default] and start the cluster with its dashboard"
         )
-        raise RuntimeError(
+        raise ValueError(
             "Ray's State API is not reachable from the workers, so trials stopped early would keep their Train "
             f"workers' resources and the sweep would hang (ray-project/ray#54305); {fix} ({reason})"
         ) from None
