@@ -82,19 +82,25 @@ class PeakMemory:
         return {"peak_mem_mib": round(self.steady, 1), "peak_mem_mib_incl_warmup": round(self.with_warmup, 1)}
 
 
-def _times(fn, device: torch.device, steps: int, warmup: int, peak: PeakMemory) -> tuple[float, float]:
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}  # cpu: this process's CPU seconds
+
+
+def _times(fn, device: torch.device, steps: int, warmup: int, peak: PeakMemory, clock: str) -> tuple[float, float]:
     """(median, minimum) seconds of ``steps`` timed calls after ``warmup`` untimed ones; the
-    minimum is the better estimate on a machine shared with other jobs."""
+    minimum is the better estimate on a machine shared with other jobs. With ``clock="cpu"``
+    (CPU device, one thread) the time is the process's CPU time, which other jobs on the
+    machine do not inflate."""
+    now = CLOCKS[clock]
     times = []
     for i in range(warmup + steps):
         if i == warmup:
             peak.after_warmup()
         _sync(device)
-        start = time.perf_counter()
+        start = now()
         fn(i)
         _sync(device)
         if i >= warmup:
-            times.append(time.perf_counter() - start)
+            times.append(now() - start)
     peak.after_timed()
     return sorted(times)[len(times) // 2], min(times)
 
@@ -118,7 +124,7 @@ def _nets(cfg: Config, device: torch.device, *, finetune: bool) -> StyleGANNets:
     return StyleGANNets(G=G, D=D, G_ema=G_ema, g_optim=g_optim, d_optim=d_optim, G_s=G_s, trainable=trainable)
 
 
-def bench_pretrain(cfg: Config, batch: int, device: torch.device, steps: int, warmup: int) -> dict:
+def bench_pretrain(cfg: Config, batch: int, device: torch.device, steps: int, warmup: int, clock: str) -> dict:
     p = cfg.pretrain
     nets = _nets(cfg, device, finetune=False)
     real = torch.rand(batch, 3, cfg.stylegan.size, cfg.stylegan.size, device=device) * 2 - 1
@@ -132,9 +138,9 @@ def bench_pretrain(cfg: Config, batch: int, device: torch.device, steps: int, wa
 
     plain_step = next(i for i in range(1, 10_000) if i % p.d_reg_every and i % p.g_reg_every)
     path_step = next(i for i in range(1, 10_000) if i % p.d_reg_every and i % p.g_reg_every == 0)
-    t_plain, b_plain = _times(run(plain_step), device, steps, warmup, peak)
-    t_path, b_path = _times(run(path_step), device, steps, warmup, peak)
-    t_both, b_both = _times(run(0), device, steps, warmup, peak)  # R1 and path length (step 0)
+    t_plain, b_plain = _times(run(plain_step), device, steps, warmup, peak, clock)
+    t_path, b_path = _times(run(path_step), device, steps, warmup, peak, clock)
+    t_both, b_both = _times(run(0), device, steps, warmup, peak, clock)  # R1 and path length (step 0)
 
     def amortised(plain: float, path: float, both: float) -> float:
         return plain + (path - plain) / p.g_reg_every + (both - path) / p.d_reg_every
@@ -149,6 +155,7 @@ def bench_pretrain(cfg: Config, batch: int, device: torch.device, steps: int, wa
         "batch": batch,
         "precision": p.precision,
         "device": str(device),
+        "clock": clock,
         "sec_per_step_plain": round(t_plain, 4),
         "sec_per_step_path": round(t_path, 4),
         "sec_per_step_r1_path": round(t_both, 4),
@@ -175,7 +182,9 @@ def _random_priors(device: torch.device):
     return clip, lp.eval().requires_grad_(False).to(device)
 
 
-def bench_finetune(cfg: Config, batch: int, device: torch.device, steps: int, warmup: int, random_priors: bool) -> dict:
+def bench_finetune(
+    cfg: Config, batch: int, device: torch.device, steps: int, warmup: int, random_priors: bool, clock: str
+) -> dict:
     f = cfg.finetune
     if random_priors:
         clip, lpips = _random_priors(device)
@@ -197,8 +206,8 @@ def bench_finetune(cfg: Config, batch: int, device: torch.device, steps: int, wa
         )  # fmt: skip
 
     plain_step = next(i for i in range(1, 10_000) if i % f.d_reg_every)
-    t_plain, b_plain = _times(run(plain_step), device, steps, warmup, peak)
-    t_r1, b_r1 = _times(run(0), device, steps, warmup, peak)
+    t_plain, b_plain = _times(run(plain_step), device, steps, warmup, peak, clock)
+    t_r1, b_r1 = _times(run(0), device, steps, warmup, peak, clock)
     t = t_plain + (t_r1 - t_plain) / f.d_reg_every
     best = b_plain + (b_r1 - b_plain) / f.d_reg_every
     return {
@@ -214,6 +223,7 @@ def bench_finetune(cfg: Config, batch: int, device: torch.device, steps: int, wa
         "patch_count": f.patch_count,
         "patch_size": f.patch_size,
         "priors": priors,
+        "clock": clock,
         "sec_per_step_plain": round(t_plain, 4),
         "sec_per_step_r1": round(t_r1, 4),
         "sec_per_step_amortised": round(t, 4),
@@ -237,12 +247,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per kind of step (median)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="wall time, or this process's CPU time (CPU device with --threads 1 on a shared machine)")
     parser.add_argument("--no-cudnn-benchmark", action="store_true", help="leave cudnn.benchmark off (no autotuning)")
     parser.add_argument("--json-out", default="")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.clock == "cpu" and (device.type != "cpu" or torch.get_num_threads() != 1):
+        parser.error("--clock cpu measures one CPU thread: use it with --device cpu --threads 1")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not args.no_cudnn_benchmark
     header = {
@@ -272,9 +286,9 @@ def main(argv: list[str] | None = None) -> int:
             default_batch = (cfg.pretrain if stage == "pretrain" else cfg.finetune).batch_size_per_worker
             for batch in args.batch or [default_batch]:
                 if stage == "pretrain":
-                    row = bench_pretrain(cfg, batch, device, args.steps, args.warmup)
+                    row = bench_pretrain(cfg, batch, device, args.steps, args.warmup, args.clock)
                 else:
-                    row = bench_finetune(cfg, batch, device, args.steps, args.warmup, args.random_priors)
+                    row = bench_finetune(cfg, batch, device, args.steps, args.warmup, args.random_priors, args.clock)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 if device.type == "cuda":

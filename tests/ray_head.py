@@ -4,7 +4,9 @@ Both run as separate process groups under one temporary directory, on free ports
 stopped by `stop()` even when a test fails: the head with SIGTERM to its `ray start --block`
 group (which stops the raylet, GCS and dashboard), then SIGKILL for any process that is
 still bound to this head (its session dir or GCS address appears in the command line or
-environment). `ray stop` is never used: it stops every Ray process on the machine.
+environment). `ray stop` is never used: it stops every Ray process on the machine. Should the
+test process itself be killed (a runner's timeout), a small reaper process per group does the
+same cleanup a second later.
 """
 
 from __future__ import annotations
@@ -47,6 +49,18 @@ def free_port(low: int = 20000, high: int = 32000) -> int:
         _HANDED_OUT.add(port)
         return port
     raise RuntimeError(f"no free port in [{low}, {high})")
+
+
+def die_with_parent() -> None:
+    """preexec_fn: SIGTERM this child when the test process dies, even by SIGKILL (Linux prctl).
+
+    A test runner killed on a timeout never reaches its `finally`; this way the head (whose
+    `ray start --block` stops its raylet, GCS and dashboard on SIGTERM) and MLflow go with it.
+    """
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def quiet_env(**extra: str) -> dict[str, str]:
@@ -125,6 +139,52 @@ def _pids_mentioning(markers: list[str]) -> list[int]:
     return found
 
 
+def spawn_reaper(pgid: int, markers: list[str]) -> subprocess.Popen:
+    """A watcher that cleans up process group `pgid` (and processes mentioning `markers`) once
+    this test process is gone. It exits by itself when the group ends normally."""
+    code = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import ray_head; ray_head._reap()"
+    args = [sys.executable, "-c", code, str(os.getpid()), str(pgid), *markers]
+    return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def _reap() -> None:
+    parent, pgid, markers = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+    while _alive(parent):
+        if not _group_alive(pgid):
+            return
+        time.sleep(1.0)
+    for sig, wait_s in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 2.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + wait_s
+        while _group_alive(pgid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    if markers:
+        for pid in _pids_mentioning(markers):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 class RayHead:
     """`ray start --head --block` on 127.0.0.1 with free ports, `num_cpus` CPUs, no GPUs."""
 
@@ -157,6 +217,7 @@ class RayHead:
         self._log_offset = self.log.stat().st_size if self.log.exists() else 0
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=quiet_env(), start_new_session=True)
+        spawn_reaper(self.proc.pid, [str(self.temp_dir), self.gcs_address])
         return self
 
     def _started(self) -> bool:
@@ -245,6 +306,7 @@ class MlflowServer:
         ]  # fmt: skip
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=quiet_env(), start_new_session=True)
+        spawn_reaper(self.proc.pid, [str(self.root)])
         return self
 
     def wait_ready(self, timeout_s: float = 120) -> "MlflowServer":

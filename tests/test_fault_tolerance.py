@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from ray_head import MlflowServer, RayHead, quiet_env
+from ray_head import MlflowServer, RayHead, die_with_parent, quiet_env
 
 pytestmark = pytest.mark.ray
 
@@ -80,7 +80,11 @@ def _train_worker_pids(address: str) -> list[int]:
     return [a.pid for a in actors if a.pid]
 
 
+PHASES: list[tuple[str, float]] = []  # (what was awaited, seconds since the test started): printed on failure
+
+
 def _wait(what: str, predicate, deadline: float, submit: subprocess.Popen, log: Path, poll_s: float = 0.5):
+    PHASES.append((what, time.monotonic()))
     while time.monotonic() < deadline:
         value = predicate()
         if value:
@@ -120,10 +124,11 @@ def test_killed_worker_resumes_from_last_checkpoint():
             "--env", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER=0", "--env", "RAY_DATA_DISABLE_PROGRESS_BARS=1",
             "train", *_job_args(root, data),
         ]  # fmt: skip
+        submitted_ms = time.time() * 1000
         with open(log, "wb") as out:
             submit = subprocess.Popen(
                 cmd, stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1],
-                env=quiet_env(MLFLOW_TRACKING_URI=mlflow_server.uri), start_new_session=True,
+                env=quiet_env(MLFLOW_TRACKING_URI=mlflow_server.uri), start_new_session=True, preexec_fn=die_with_parent,
             )  # fmt: skip
         client = MlflowClient(mlflow_server.uri)
         storage = root / "out" / "ray" / RUN_NAME
@@ -173,12 +178,17 @@ def test_killed_worker_resumes_from_last_checkpoint():
         assert sorted(set(_logged_steps(client, run_id))) == list(range(1, TOTAL_STEPS + 1))
         artifacts = {a.path for a in client.list_artifacts(run_id)}
         assert {"generator.pt", "config.yaml"} <= artifacts
+        history = sorted(client.get_metric_history(run_id, "loss_G"), key=lambda m: m.timestamp)
+        after_kill = [m.timestamp for m in history if m.timestamp > killed_ms + 1000]
         print(
-            f"\n[fault tolerance] ready {ready_s:.0f} s, killed at {killed_s:.0f} s (checkpoint {ckpt_at_kill}, "
-            f"step {reached_before_kill}), resumed from {resumed}, done at {time.monotonic() - started:.0f} s"
+            f"\n[fault tolerance] head + mlflow ready {ready_s:.0f} s; first step {(history[0].timestamp - submitted_ms) / 1000:.0f} s "
+            f"after submit; killed at {killed_s:.0f} s (checkpoint {ckpt_at_kill}, step {reached_before_kill}); first step "
+            f"after the kill +{(after_kill[0] - killed_ms) / 1000:.0f} s, resumed from {resumed}; done at "
+            f"{time.monotonic() - started:.0f} s"
         )
     except BaseException:
         print(head.diagnostics(), file=sys.stderr)
+        print("phases: " + ", ".join(f"{what} from {t - started:.0f} s" for what, t in PHASES), file=sys.stderr)
         raise
     finally:
         if submit is not None and submit.poll() is None:

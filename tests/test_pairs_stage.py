@@ -454,3 +454,17 @@ def test_ray_data_user_errors_become_one_line_errors():
     assert type(err) is ValueError and str(err).startswith("no space left on the device holding /out")
     bug = RuntimeError("ray::X()\nKeyError: 'photo'")
     assert _user_error(bug) is bug
+
+
+def test_the_stage_module_and_the_benchmark_import_neither_ray_nor_mlflow():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, runpy; import scenimefy.stages.pairs; "
+        "sys.argv = ['x']; m = runpy.run_path('jobs/benchmark_pairs.py', run_name='not_main'); "
+        "print(sorted(k for k in ('ray', 'mlflow', 'pandas') if k in sys.modules))"
+    )
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

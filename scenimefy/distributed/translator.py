@@ -47,6 +47,9 @@ def check_data_folders(cfg: Config) -> None:
     list_images(cfg.data.photos, what="photos")
     list_images(cfg.data.anime, what="anime")
     match_pairs(cfg.data.pairs)
+    from scenimefy.evaluate_run import make_epoch_evaluator
+
+    make_epoch_evaluator(cfg)  # lists the held-out photos and the anime reference (nothing loads yet)
 
 
 def prepare_translator_data(cfg: Config) -> dict[str, PreparedSet]:
@@ -107,10 +110,20 @@ def _worker_loop(config: dict) -> dict:
         return ray.train.torch.prepare_model(module, move_to_device=False, parallel_strategy_kwargs=ddp_kwargs())
 
     tracker = MlflowTracker(config["tracking_uri"], config["mlflow_run_id"]) if rank == 0 else NullTracker()
+    from scenimefy.evaluate_run import make_epoch_evaluator
     from scenimefy.stages.translator import train_translator
 
+    # Every rank holds the evaluator (the loop needs to know evaluation is on, to broadcast
+    # rank 0's scores); only rank 0 calls it, and it loads Inception / Mask2Former then.
     ctx = WorkerContext(
-        rank=rank, world_size=world, device=device, report=report, latest_checkpoint=latest_checkpoint, wrap_ddp=wrap, tracker=tracker
+        rank=rank,
+        world_size=world,
+        device=device,
+        report=report,
+        latest_checkpoint=latest_checkpoint,
+        wrap_ddp=wrap,
+        tracker=tracker,
+        evaluate=make_epoch_evaluator(cfg),
     )
     return train_translator(cfg, sources, config["steps_per_epoch"], ctx)
 
