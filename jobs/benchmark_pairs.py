@@ -24,12 +24,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from scenimefy.benchmarking import append_json_lines, machine_header  # noqa: E402
 from scenimefy.models.stylegan2 import Generator  # noqa: E402
 from scenimefy.segmentation import SemanticScorer  # noqa: E402
 from scenimefy.stages.pairs import PairGenerator, PairScorer  # noqa: E402
@@ -177,18 +175,6 @@ def write_inputs(directory: Path, g_s: Generator, g_t: Generator, m2f) -> dict:
     return {"g_s": str(directory / "g_s.pt"), "g_t": str(directory / "g_t.pt"), "m2f": str(directory / "mask2former")}
 
 
-def machine() -> dict:
-    info = {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(), "date": date.today().isoformat()}
-    try:
-        info["cpu"] = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except (OSError, StopIteration):
-        info["cpu"] = platform.processor()
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    info["load_avg_1m"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    return info
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -222,20 +208,19 @@ def main(argv: list[str] | None = None) -> int:
         SemanticScorer(m2f.to(device), autocast_dtype=torch.bfloat16 if args.precision == "bf16" else None), threshold=5.0, min_classes=2
     )
     base = {
-        **machine(),
+        **machine_header(),
         "generator": args.generator,
         "size": g_s.size,
         "mask2former": args.mask2former,
         "device": args.device,
         "precision": args.precision,
-        "threads": torch.get_num_threads(),
     }
     results = []
 
     def emit(record: dict) -> None:
-        line = json.dumps({**base, **record})
-        print(line, flush=True)
-        results.append(line)
+        row = {**base, **record}
+        print(json.dumps(row), flush=True)
+        results.append(row)
 
     seeds = np.arange(args.n, dtype=np.int64)
     serial_seeds = np.arange(args.serial_n or args.n, dtype=np.int64)
@@ -266,10 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                     emit({"mode": "ray", "batch": args.batch, "n": args.n, **r,
                           "steady_speedup_vs_serial": r["pairs_per_s_steady"] / serial["pairs_per_s"],
                           "per_actor_speedup_vs_serial": r["pairs_per_s_per_actor_pair"] / serial["pairs_per_s"]})  # fmt: skip
-    if args.json_out:
-        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.json_out, "a") as f:
-            f.write("\n".join(results) + "\n")
+    append_json_lines(args.json_out, results)
     return 0
 
 

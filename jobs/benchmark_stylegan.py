@@ -25,17 +25,16 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import platform
 import resource
 import sys
 import time
-from datetime import date
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from scenimefy.benchmarking import append_json_lines, machine_header  # noqa: E402
 from scenimefy.config import Config, load_config  # noqa: E402
 from scenimefy.stages.stylegan import (  # noqa: E402
     StyleGANNets,
@@ -259,15 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--clock cpu measures one CPU thread: use it with --device cpu --threads 1")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not args.no_cudnn_benchmark
-    header = {
-        "date": date.today().isoformat(),
-        "machine": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "cudnn_benchmark": device.type == "cuda" and not args.no_cudnn_benchmark,
-        "command": " ".join(["python", *sys.argv]),
-    }
+    header = machine_header(device, cudnn_benchmark=device.type == "cuda" and not args.no_cudnn_benchmark)
     print(json.dumps(header), flush=True)
 
     have_priors = all(importlib.util.find_spec(m) is not None for m in ("open_clip", "lpips"))
@@ -293,10 +284,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(row), flush=True)
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
-    if args.json_out:
-        with open(args.json_out, "a") as out:
-            for row in [header, *rows]:
-                out.write(json.dumps(row) + "\n")
+    append_json_lines(args.json_out, [header, *rows])
     return 0
 
 

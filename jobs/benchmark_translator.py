@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import sys
 import time
-from datetime import date
 
 import torch
 
+from scenimefy.benchmarking import append_json_lines, machine_header
 from scenimefy.config import load_config
 from scenimefy.stages.translator import TranslatorNets, build_networks, build_optimizers, translator_step
 
@@ -157,14 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    header = {
-        "date": date.today().isoformat(),
-        "machine": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "command": " ".join(["python", *sys.argv]),
-    }
+    header = machine_header(device)
     print(json.dumps(header), flush=True)
     rows = []
     for size in args.size:
@@ -174,10 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.skip_inference:
                 rows.append(bench_inference(size, batch, args.precision, device, args.steps, args.warmup))
                 print(json.dumps(rows[-1]), flush=True)
-    if args.json_out:
-        with open(args.json_out, "a") as f:
-            for row in [header, *rows]:
-                f.write(json.dumps(row) + "\n")
+    append_json_lines(args.json_out, [header, *rows])
     return 0
 
 

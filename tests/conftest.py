@@ -31,3 +31,13 @@ def photos_dir() -> Path:
     if not PHOTOS.is_dir():
         pytest.skip(f"real photos not found at {PHOTOS}")
     return PHOTOS
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A local Ray cluster (4 logical CPUs, no dashboard) for one test module."""
+    import ray
+
+    ray.init(address="local", num_cpus=4, num_gpus=0, include_dashboard=False, object_store_memory=300 * 1024**2, log_to_driver=False)
+    yield
+    ray.shutdown()

@@ -168,15 +168,6 @@ def test_translations_are_matched_to_photos_by_stem(demo, tmp_path):
 # `scenimefy evaluate` on a local Ray cluster (L_BCE on Ray Data actors)
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(address="local", num_cpus=4, num_gpus=0, include_dashboard=False, object_store_memory=300 * 1024**2, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 @pytest.fixture
 def tiny_fid(monkeypatch):
     """FID/KID on the driver with the tiny feature network instead of Inception."""

@@ -1,9 +1,7 @@
 """Stage tier: StyleGAN2 pretraining (stage 0) and fine-tuning (stage 1) steps and loops in-process."""
 
-import shutil
 import subprocess
 import sys
-import tempfile
 
 import numpy as np
 import pytest
@@ -11,11 +9,9 @@ import torch
 
 from scenimefy.config import load_config
 from scenimefy.data.streams import ArraySource
-from scenimefy.losses.stylegan import ema_beta
 from scenimefy.models.rosinality import load_rosinality_checkpoint, save_rosinality_checkpoint
-from scenimefy.models.stylegan2 import Discriminator, Generator, freeze_for_finetuning
+from scenimefy.models.stylegan2 import freeze_for_finetuning
 from scenimefy.priors import PriorNotAvailable
-from scenimefy.stages.context import WorkerContext
 from scenimefy.stages.stylegan import (
     SNAPSHOT_FILE,
     StyleGANNets,
@@ -30,6 +26,7 @@ from scenimefy.stages.stylegan import (
     train_pretrain,
 )
 from scenimefy.tracking import MemoryTracker
+from stage_recorder import Recorder
 from tiny_priors import tiny_priors_config
 
 ARCH = [
@@ -88,25 +85,6 @@ def clip_lpips(priors):
 def _sources(name, seed=0, n=8, size=32):
     rng = np.random.default_rng(seed)
     return {name: ArraySource({"image": rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)}, batch_size=2, seed=1)}
-
-
-class Recorder:
-    """Binds report/latest_checkpoint to memory and copies checkpoint directories."""
-
-    def __init__(self, resume_from=None):
-        self.reports, self.checkpoints = [], []
-        self.resume_from = resume_from
-        self.root = tempfile.mkdtemp(prefix="stylegan-ckpts-")
-
-    def report(self, metrics, checkpoint_dir=None):
-        self.reports.append(dict(metrics))
-        if checkpoint_dir:
-            dst = f"{self.root}/{len(self.checkpoints):03d}"
-            shutil.copytree(checkpoint_dir, dst)
-            self.checkpoints.append(dst)
-
-    def context(self, tracker=None):
-        return WorkerContext(report=self.report, latest_checkpoint=lambda: self.resume_from, tracker=tracker or MemoryTracker())
 
 
 def _state(path):

@@ -7,15 +7,6 @@ pytestmark = pytest.mark.ray
 
 
 @pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(address="local", num_cpus=4, num_gpus=0, include_dashboard=False, object_store_memory=300 * 1024**2, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def demo_data(tmp_path_factory):
     from scenimefy.data.demo_scenes import write_demo_dataset
 

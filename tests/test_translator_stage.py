@@ -1,15 +1,11 @@
 """Stage tier: the translator's step and worker loop in-process, with in-memory data."""
 
-import shutil
-import tempfile
-
 import numpy as np
 import pytest
 import torch
 
 from scenimefy.config import load_config
 from scenimefy.data.streams import ArraySource
-from scenimefy.stages.context import WorkerContext
 from scenimefy.stages.translator import (
     TranslatorNets,
     build_networks,
@@ -18,6 +14,7 @@ from scenimefy.stages.translator import (
     translator_step,
 )
 from scenimefy.tracking import MemoryTracker
+from stage_recorder import Recorder
 
 TINY = [
     "translator.ngf=8",
@@ -46,27 +43,6 @@ def _sources(seed=0, n=8, size=36):
         "anime": ArraySource({"image": img()}, batch_size=2, seed=2),
         "pairs": ArraySource({"image_a": img(), "image_b": img()}, batch_size=2, seed=3),
     }
-
-
-class Recorder:
-    """Binds the loop's report/latest_checkpoint to memory (and copies checkpoint dirs)."""
-
-    def __init__(self, resume_from=None):
-        self.reports, self.checkpoints = [], []
-        self.resume_from = resume_from
-        self.root = tempfile.mkdtemp(prefix="ckpts-")
-
-    def report(self, metrics, checkpoint_dir=None):
-        self.reports.append(dict(metrics))
-        if checkpoint_dir:
-            dst = f"{self.root}/{len(self.checkpoints):03d}"
-            shutil.copytree(checkpoint_dir, dst)
-            self.checkpoints.append(dst)
-
-    def context(self, tracker=None):
-        return WorkerContext(
-            report=self.report, latest_checkpoint=lambda: self.resume_from, tracker=tracker or MemoryTracker()
-        )
 
 
 def _params(path):

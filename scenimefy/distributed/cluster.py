@@ -1,9 +1,10 @@
-"""Starting or joining a Ray cluster, and paths every worker can use."""
+"""Starting or joining a Ray cluster, paths every worker can use, and the Ray Train worker binding."""
 
 from __future__ import annotations
 
 import inspect
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -54,3 +55,91 @@ def ddp_kwargs() -> dict:
 
     params = inspect.signature(DistributedDataParallel.__init__).parameters
     return {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
+
+
+def ray_worker_context(cfg, *, tracking_uri: str, mlflow_run_id: str, **extra):
+    """A Ray Train worker's `WorkerContext`: report/checkpoint/DDP bound to Ray Train, MLflow on rank 0.
+
+    The stage loops only see these callables (scenimefy.stages.context); `extra` sets the
+    other fields (e.g. `evaluate`).
+    """
+    import ray.train
+    import ray.train.torch
+
+    from scenimefy.stages.context import WorkerContext
+    from scenimefy.tracking import MlflowTracker, NullTracker
+
+    tctx = ray.train.get_context()
+    rank, world = tctx.get_world_rank(), tctx.get_world_size()
+    use_cuda = cfg.run.use_gpu and torch.cuda.is_available()
+    device = ray.train.torch.get_device() if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+
+    def report(metrics: dict, checkpoint_dir: str | None = None) -> None:
+        checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+    def latest_checkpoint() -> str | None:
+        found = ray.train.get_checkpoint()
+        return found.to_directory() if found is not None else None
+
+    def wrap(module: torch.nn.Module) -> torch.nn.Module:
+        return ray.train.torch.prepare_model(module, move_to_device=False, parallel_strategy_kwargs=ddp_kwargs())
+
+    tracker = MlflowTracker(tracking_uri, mlflow_run_id) if rank == 0 else NullTracker()
+    return WorkerContext(
+        rank=rank,
+        world_size=world,
+        device=device,
+        report=report,
+        latest_checkpoint=latest_checkpoint,
+        wrap_ddp=wrap,
+        tracker=tracker,
+        **extra,
+    )
+
+
+def run_dir_of(cfg) -> Path:
+    return Path(local_path(cfg.run.output_dir)) / cfg.run.name
+
+
+def storage_path_of(cfg) -> str:
+    """Ray Train/Tune storage: `<output_dir>/ray`, local or a shared URI (s3://, gs://, NFS)."""
+    return local_path(cfg.run.output_dir).rstrip("/") + "/ray"
+
+
+def fit_or_fail(trainer, tracker, what: str):
+    """`trainer.fit()`; on failure the MLflow run is marked FAILED and a user error made one line."""
+    try:
+        result = trainer.fit()
+    except Exception as e:
+        tracker.finish("FAILED")
+        raise user_error_from(e) from e
+    if result.checkpoint is None:
+        tracker.finish("FAILED")
+        raise RuntimeError(f"{what} finished without a checkpoint")
+    return result
+
+
+def user_error_from(error: Exception) -> Exception:
+    """A worker's ValueError (a user error: bad data, conflicting resume) as a plain ValueError.
+
+    Ray wraps worker exceptions; the CLI prints ValueErrors as one line, so unwrap them here.
+    Anything else is returned unchanged (a bug keeps its traceback).
+    """
+    failures = getattr(error, "worker_failures", None) or {}
+    for failure in failures.values():
+        cause = getattr(failure, "cause", None) or failure  # RayTaskError keeps the original as .cause
+        if isinstance(cause, ValueError):
+            lines = str(cause).strip().splitlines()
+            return ValueError(lines[-1] if lines else repr(cause))
+    return error
+
+
+def copy_atomic(src: Path, dst: Path) -> None:
+    from scenimefy.images import atomic_path
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)

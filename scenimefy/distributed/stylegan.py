@@ -18,9 +18,16 @@ from typing import Any, Callable
 import torch
 
 from scenimefy.config import Config, dump_yaml, flatten, from_dict, to_dict
-from scenimefy.distributed.cluster import ddp_kwargs, init_ray, local_path
+from scenimefy.distributed.cluster import (
+    copy_atomic,
+    fit_or_fail,
+    init_ray,
+    local_path,
+    ray_worker_context,
+    run_dir_of,
+    storage_path_of,
+)
 from scenimefy.distributed.data import PreparedSet, ShardSource, list_images, prepare_images
-from scenimefy.distributed.translator import _copy_atomic, run_dir_of, storage_path_of, user_error_from
 from scenimefy.losses.clip_losses import random_patch_corners
 from scenimefy.stages.context import WorkerContext
 from scenimefy.stages.stylegan import (
@@ -30,7 +37,7 @@ from scenimefy.stages.stylegan import (
     resolve_snapshot_path,
     source_networks,
 )
-from scenimefy.tracking import MlflowTracker, NullTracker, find_or_create_run, resolve_tracking_uri
+from scenimefy.tracking import MlflowTracker, find_or_create_run, resolve_tracking_uri
 
 PRETRAIN, FINETUNE = "pretrain", "finetune"
 
@@ -149,32 +156,7 @@ def preflight(cfg: Config, stage: str) -> dict[str, Any]:
 
 
 def _worker_context(config: dict, cfg: Config) -> WorkerContext:
-    """Bind the loop's callables to Ray Train (report, checkpoint, DDP) and MLflow on rank 0."""
-    import ray.train
-    import ray.train.torch
-
-    tctx = ray.train.get_context()
-    rank, world = tctx.get_world_rank(), tctx.get_world_size()
-    use_cuda = cfg.run.use_gpu and torch.cuda.is_available()
-    device = ray.train.torch.get_device() if use_cuda else torch.device("cpu")
-    if use_cuda:
-        torch.cuda.set_device(device)
-
-    def report(metrics: dict, checkpoint_dir: str | None = None) -> None:
-        checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        ray.train.report(metrics, checkpoint=checkpoint)
-
-    def latest_checkpoint() -> str | None:
-        found = ray.train.get_checkpoint()
-        return found.to_directory() if found is not None else None
-
-    def wrap(module: torch.nn.Module) -> torch.nn.Module:
-        return ray.train.torch.prepare_model(module, move_to_device=False, parallel_strategy_kwargs=ddp_kwargs())
-
-    tracker = MlflowTracker(config["tracking_uri"], config["mlflow_run_id"]) if rank == 0 else NullTracker()
-    return WorkerContext(
-        rank=rank, world_size=world, device=device, report=report, latest_checkpoint=latest_checkpoint, wrap_ddp=wrap, tracker=tracker
-    )
+    return ray_worker_context(cfg, tracking_uri=config["tracking_uri"], mlflow_run_id=config["mlflow_run_id"])
 
 
 def _shard(name: str, cfg: Config, batch: int, rank: int) -> ShardSource:
@@ -252,18 +234,11 @@ def _fit(
         datasets={dataset_name: ray.data.read_parquet(prepared.path).select_columns(["image"])},
         dataset_config=ray.train.DataConfig(datasets_to_split="all"),
     )
-    try:
-        result = trainer.fit()
-    except Exception as e:
-        tracker.finish("FAILED")
-        raise user_error_from(e) from e
-    if result.checkpoint is None:
-        tracker.finish("FAILED")
-        raise RuntimeError(f"{stage} run {name!r} finished without a checkpoint")
+    result = fit_or_fail(trainer, tracker, f"{stage} run {name!r}")
     final = snapshot_path_of(cfg, stage)
     summary = result.return_value or {}
     with result.checkpoint.as_directory() as d:
-        _copy_atomic(Path(d) / SNAPSHOT_FILE, final)
+        copy_atomic(Path(d) / SNAPSHOT_FILE, final)
         if "step" not in summary:
             summary = dict(torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=True)["progress"])
     tracker.finish("FINISHED")

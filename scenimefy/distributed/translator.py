@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from scenimefy.config import Config, flatten, from_dict, to_dict
-from scenimefy.distributed.cluster import ddp_kwargs, init_ray, local_path
+from scenimefy.distributed.cluster import (
+    copy_atomic,
+    fit_or_fail,
+    init_ray,
+    local_path,
+    ray_worker_context,
+    run_dir_of,
+    storage_path_of,
+)
 from scenimefy.distributed.data import (
     PreparedSet,
     ShardSource,
@@ -18,8 +25,7 @@ from scenimefy.distributed.data import (
     prepare_images,
     prepare_pairs,
 )
-from scenimefy.stages.context import WorkerContext
-from scenimefy.tracking import MlflowTracker, NullTracker, find_or_create_run, resolve_tracking_uri
+from scenimefy.tracking import MlflowTracker, find_or_create_run, resolve_tracking_uri
 
 
 @dataclass
@@ -32,15 +38,6 @@ class TrainOutcome:
     tracking_uri: str
     resumed_from_step: int | None = None
     rank_checksums: tuple[float, ...] = ()  # one per worker: equal when DDP kept them identical
-
-
-def run_dir_of(cfg: Config) -> Path:
-    return Path(local_path(cfg.run.output_dir)) / cfg.run.name
-
-
-def storage_path_of(cfg: Config) -> str:
-    """Ray Train/Tune storage: `<output_dir>/ray`, local or a shared URI (s3://, gs://, NFS)."""
-    return local_path(cfg.run.output_dir).rstrip("/") + "/ray"
 
 
 def check_data_folders(cfg: Config) -> None:
@@ -80,51 +77,27 @@ def steps_per_epoch_for(cfg: Config, prepared: dict[str, PreparedSet]) -> int:
 def _worker_loop(config: dict) -> dict:
     """Runs inside each Ray Train worker."""
     import ray.train
-    import ray.train.torch
 
     cfg = from_dict(config["config"])
-    tctx = ray.train.get_context()
-    rank, world = tctx.get_world_rank(), tctx.get_world_size()
-    use_cuda = cfg.run.use_gpu and torch.cuda.is_available()
-    device = ray.train.torch.get_device() if use_cuda else torch.device("cpu")
-    if use_cuda:
-        torch.cuda.set_device(device)
-    batch = cfg.translator.batch_size_per_worker
-    sources = {
-        "photos": ShardSource(ray.train.get_dataset_shard("photos"), batch_size=batch, columns=["image"], seed=cfg.run.seed, rank=rank),
-        "anime": ShardSource(ray.train.get_dataset_shard("anime"), batch_size=batch, columns=["image"], seed=cfg.run.seed + 1, rank=rank),
-        "pairs": ShardSource(
-            ray.train.get_dataset_shard("pairs"), batch_size=batch, columns=["image_a", "image_b"], seed=cfg.run.seed + 2, rank=rank
-        ),
-    }
-
-    def report(metrics: dict, checkpoint_dir: str | None = None) -> None:
-        checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        ray.train.report(metrics, checkpoint=checkpoint)
-
-    def latest_checkpoint() -> str | None:
-        found = ray.train.get_checkpoint()
-        return found.to_directory() if found is not None else None
-
-    def wrap(module: torch.nn.Module) -> torch.nn.Module:
-        return ray.train.torch.prepare_model(module, move_to_device=False, parallel_strategy_kwargs=ddp_kwargs())
-
-    tracker = MlflowTracker(config["tracking_uri"], config["mlflow_run_id"]) if rank == 0 else NullTracker()
     from scenimefy.evaluate_run import make_epoch_evaluator
     from scenimefy.stages.translator import train_translator
 
     # Every rank holds the evaluator (the loop needs to know evaluation is on, to broadcast
     # rank 0's scores); only rank 0 calls it, and it loads Inception / Mask2Former then.
-    ctx = WorkerContext(
-        rank=rank,
-        world_size=world,
-        device=device,
-        report=report,
-        latest_checkpoint=latest_checkpoint,
-        wrap_ddp=wrap,
-        tracker=tracker,
-        evaluate=make_epoch_evaluator(cfg),
+    ctx = ray_worker_context(
+        cfg, tracking_uri=config["tracking_uri"], mlflow_run_id=config["mlflow_run_id"], evaluate=make_epoch_evaluator(cfg)
     )
+    batch = cfg.translator.batch_size_per_worker
+
+    def shard(name: str, columns: list[str], seed: int) -> ShardSource:
+        return ShardSource(ray.train.get_dataset_shard(name), batch_size=batch, columns=columns, seed=seed, rank=ctx.rank)
+
+    seed = cfg.run.seed
+    sources = {
+        "photos": shard("photos", ["image"], seed),
+        "anime": shard("anime", ["image"], seed + 1),
+        "pairs": shard("pairs", ["image_a", "image_b"], seed + 2),
+    }
     return train_translator(cfg, sources, config["steps_per_epoch"], ctx)
 
 
@@ -177,17 +150,10 @@ def train_translator_on_ray(cfg: Config, *, callbacks: list | None = None, paren
         datasets=datasets,
         dataset_config=ray.train.DataConfig(datasets_to_split="all"),
     )
-    try:
-        result = trainer.fit()
-    except Exception as e:
-        tracker.finish("FAILED")
-        raise user_error_from(e) from e
-    if result.checkpoint is None:
-        tracker.finish("FAILED")
-        raise RuntimeError(f"training run {cfg.run.name!r} finished without a checkpoint")
+    result = fit_or_fail(trainer, tracker, f"training run {cfg.run.name!r}")
     final = run_dir / "generator.pt"
     with result.checkpoint.as_directory() as d:
-        _copy_atomic(Path(d) / "generator.pt", final)
+        copy_atomic(Path(d) / "generator.pt", final)
         step = int(torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=True)["progress"]["step"])
     tracker.log_artifact(final)
     tracker.finish("FINISHED")
@@ -204,30 +170,7 @@ def train_translator_on_ray(cfg: Config, *, callbacks: list | None = None, paren
     )
 
 
-def user_error_from(error: Exception) -> Exception:
-    """A worker's ValueError (a user error: bad data, conflicting resume) as a plain ValueError.
-
-    Ray wraps worker exceptions; the CLI prints ValueErrors as one line, so unwrap them here.
-    Anything else is returned unchanged (a bug keeps its traceback).
-    """
-    failures = getattr(error, "worker_failures", None) or {}
-    for failure in failures.values():
-        cause = getattr(failure, "cause", None) or failure  # RayTaskError keeps the original as .cause
-        if isinstance(cause, ValueError):
-            lines = str(cause).strip().splitlines()
-            return ValueError(lines[-1] if lines else repr(cause))
-    return error
-
-
 def _config_yaml(cfg: Config) -> str:
     from scenimefy.config import dump_yaml
 
     return dump_yaml(cfg)
-
-
-def _copy_atomic(src: Path, dst: Path) -> None:
-    from scenimefy.images import atomic_path
-
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(dst) as tmp:
-        shutil.copyfile(src, tmp)

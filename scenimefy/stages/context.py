@@ -8,7 +8,7 @@ The loop never imports Ray: `scenimefy.distributed` binds these to `ray.train.re
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -51,6 +51,25 @@ def mean_across_ranks(metrics: dict[str, float]) -> dict[str, float]:
     dist.all_reduce(t)
     t /= dist.get_world_size()
     return dict(zip(keys, t.tolist()))
+
+
+def gather_per_rank(value: Any) -> list[Any]:
+    """``value`` of every rank, in rank order (one item without a process group)."""
+    if not distributed():
+        return [value]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
+def rank_checksums(modules: dict[str, torch.nn.Module]) -> list[float]:
+    """One float64 checksum of all parameters per rank (equal on every rank under DDP)."""
+    return gather_per_rank(sum(float(p.detach().double().abs().sum()) for m in modules.values() for p in m.parameters()))
+
+
+def own_entry(values: list[Any], rank: int) -> Any:
+    """This rank's entry of a per-rank list saved by a run of possibly another world size."""
+    return values[rank] if rank < len(values) else values[0]
 
 
 def broadcast_from_main(value: object) -> object:

@@ -46,7 +46,14 @@ from scenimefy.losses.stylegan import (
 )
 from scenimefy.models.rosinality import build_from_rosinality, load_rosinality_checkpoint, save_rosinality_checkpoint
 from scenimefy.models.stylegan2 import Discriminator, Generator, freeze_for_finetuning
-from scenimefy.stages.context import WorkerContext, assert_ranks_identical, mean_across_ranks
+from scenimefy.stages.context import (
+    WorkerContext,
+    assert_ranks_identical,
+    gather_per_rank,
+    mean_across_ranks,
+    own_entry,
+    rank_checksums,
+)
 
 SNAPSHOT_FILE = "stylegan.pt"  # rosinality-format export beside state.pt: what stage 1 and 2 load
 ARCH_FIELDS = ("size", "latent_dim", "n_mlp", "channel_multiplier", "channel_base", "channel_max")
@@ -491,29 +498,6 @@ def _window_mean(window: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.mean([m[k] for m in window if k in m])) for k in keys}
 
 
-def _gather_per_rank(value: Any) -> list[Any]:
-    """``value`` of every rank, in rank order (one item without a process group)."""
-    import torch.distributed as dist
-
-    from scenimefy.stages.context import distributed
-
-    if not distributed():
-        return [value]
-    gathered: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, value)
-    return gathered
-
-
-def _rank_checksums(modules: dict[str, nn.Module]) -> list[float]:
-    """One float64 checksum of all parameters per rank (equal on every rank under DDP)."""
-    return _gather_per_rank(sum(float(p.detach().double().abs().sum()) for m in modules.values() for p in m.parameters()))
-
-
-def _own(values: list[Any], rank: int) -> Any:
-    """This rank's entry of a per-rank list saved by a run of possibly another world size."""
-    return values[rank] if rank < len(values) else values[0]
-
-
 def _real_batch(stream: Stream, *, size: int, flip: bool, generator: torch.Generator, device: torch.device) -> Tensor:
     (real,) = random_crop_flip([stream.next()["image"]], crop_size=size, flip=flip, generator=generator)
     return real.to(device, non_blocking=True)
@@ -537,8 +521,8 @@ def _save_checkpoint(
     """Every rank: consistency check and gathers; rank 0 writes state.pt + stylegan.pt + config.yaml."""
     modules = {"G": ckpt.unwrap(nets.G), "D": ckpt.unwrap(nets.D), "G_ema": nets.G_ema}
     assert_ranks_identical(modules)
-    rng_states = _gather_per_rank(ckpt.rng_state())
-    path_means = _gather_per_rank(float(nets.mean_path_length))
+    rng_states = gather_per_rank(ckpt.rng_state())
+    path_means = gather_per_rank(float(nets.mean_path_length))
     if not ctx.is_main:
         ctx.report(metrics, None)
         return
@@ -625,8 +609,8 @@ def train_pretrain(cfg: Config, sources: dict[str, BatchSource], ctx: WorkerCont
             module.load_state_dict(state["models"][name])
         progress = dict(state["progress"])
         position = StreamPosition(*state["streams"]["photos"])
-        mean_path_length = _own(state["mean_path_length"], ctx.rank)
-        ckpt.set_rng_state(_own(state["rng"], ctx.rank))
+        mean_path_length = own_entry(state["mean_path_length"], ctx.rank)
+        ckpt.set_rng_state(own_entry(state["rng"], ctx.rank))
     elif p.init_from:
         g, d, g_ema, _info = build_from_rosinality(
             load_source_checkpoint(p.init_from),
@@ -713,7 +697,7 @@ def train_pretrain(cfg: Config, sources: dict[str, BatchSource], ctx: WorkerCont
         "num_images_seen": progress["num_images_seen"],
         "resumed_from_step": state["progress"]["step"] if state is not None else None,
         "metrics": last,
-        "rank_checksums": _rank_checksums({"G": G, "D": D, "G_ema": G_ema}),
+        "rank_checksums": rank_checksums({"G": G, "D": D, "G_ema": G_ema}),
     }
 
 
@@ -766,7 +750,7 @@ def train_finetune(
             module.load_state_dict(state["models"][name])
         progress = dict(state["progress"])
         position = StreamPosition(*state["streams"]["anime"])
-        ckpt.set_rng_state(_own(state["rng"], ctx.rank))
+        ckpt.set_rng_state(own_entry(state["rng"], ctx.rank))
     else:
         if source_state is None:
             raise ValueError("fine-tuning needs a source generator: set finetune.source_checkpoint")
@@ -847,5 +831,5 @@ def train_finetune(
         "num_images_seen": progress["num_images_seen"],
         "resumed_from_step": state["progress"]["step"] if state is not None else None,
         "metrics": last,
-        "rank_checksums": _rank_checksums({"G": G_t, "D": D, "G_ema": G_ema}),
+        "rank_checksums": rank_checksums({"G": G_t, "D": D, "G_ema": G_ema}),
     }

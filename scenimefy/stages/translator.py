@@ -8,7 +8,6 @@ through a `WorkerContext`.
 
 from __future__ import annotations
 
-import math
 import tempfile
 import time
 from dataclasses import dataclass
@@ -28,7 +27,15 @@ from scenimefy.inference import load_translator, save_translator_snapshot
 from scenimefy.losses import hard_negative_weights, hdce_loss_layers, lsgan_loss, src_loss_layers, style_patch_nce
 from scenimefy.models.translator import PatchGANDiscriminator, PatchProjection, ResnetGenerator, load_generator_state
 from scenimefy.schedules import hdce_gamma_schedule, lambda_sup_schedule, lr_factor
-from scenimefy.stages.context import WorkerContext, assert_ranks_identical, broadcast_from_main, mean_across_ranks
+from scenimefy.stages.context import (
+    WorkerContext,
+    assert_ranks_identical,
+    broadcast_from_main,
+    gather_per_rank,
+    mean_across_ranks,
+    own_entry,
+    rank_checksums,
+)
 
 ARCH_FIELDS = ("ngf", "n_blocks", "ndf", "n_layers_d", "nce_layers", "head_dim")
 NETWORKS = ("G", "F", "F_s", "D_U", "D_P")
@@ -279,7 +286,7 @@ def train_translator(
             )
         progress = dict(state["progress"])
         positions = {name: StreamPosition(*state["streams"][name]) for name in sources}
-        ckpt.set_rng_state(state["rng"][ctx.rank] if ctx.rank < len(state["rng"]) else state["rng"][0])
+        ckpt.set_rng_state(own_entry(state["rng"], ctx.rank))
     elif t.init_from:
         init = load_translator(t.init_from, "cpu")
         load_generator_state(bare["G"], init.state_dict())
@@ -308,7 +315,7 @@ def train_translator(
 
     def save_checkpoint(metrics: dict[str, float]) -> None:
         assert_ranks_identical(bare)
-        rng_states = _gather_rng()
+        rng_states = gather_per_rank(ckpt.rng_state())
         if not ctx.is_main:
             ctx.report(metrics, None)
             return
@@ -404,33 +411,5 @@ def train_translator(
         "epoch": progress["epoch"],
         "resumed_from_step": state["progress"]["step"] if state is not None else None,
         "metrics": last,
-        "rank_checksums": _gather_checksums(bare),
+        "rank_checksums": rank_checksums(bare),
     }
-
-
-def _gather_checksums(modules: dict[str, nn.Module]) -> list[float]:
-    """One float64 checksum of all parameters per rank (equal on every rank under DDP)."""
-    import torch.distributed as dist
-
-    from scenimefy.stages.context import distributed
-
-    total = sum(float(p.detach().double().abs().sum()) for m in modules.values() for p in m.parameters())
-    if not distributed():
-        return [total]
-    gathered: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, total)
-    return gathered
-
-
-def _gather_rng() -> list[dict]:
-    """Every rank's RNG state (rank order), so each rank restores its own on resume."""
-    import torch.distributed as dist
-
-    from scenimefy.stages.context import distributed
-
-    state = ckpt.rng_state()
-    if not distributed():
-        return [state]
-    gathered: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, state)
-    return gathered
