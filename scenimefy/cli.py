@@ -170,13 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="Ray Train workers")
     p.add_argument("overrides", nargs="*", metavar="section.key=value")
     p.set_defaults(func=cmd_demo)
-    # stage 2, evaluation, sweeps and the cluster front doors live beside their drivers
+    # stage 2, the pipeline, evaluation, sweeps and the cluster front doors live beside their drivers
     from scenimefy.commands.cluster import add_cluster_commands
     from scenimefy.commands.evaluate import add_evaluate_commands
     from scenimefy.commands.pairs import add_pairs_commands
+    from scenimefy.commands.pipeline import add_pipeline_commands
     from scenimefy.commands.tune import add_tune_commands
 
-    for add in (add_pairs_commands, add_evaluate_commands, add_tune_commands, add_cluster_commands):
+    for add in (add_pairs_commands, add_pipeline_commands, add_evaluate_commands, add_tune_commands, add_cluster_commands):
         add(sub)
     return parser
 

@@ -117,7 +117,7 @@ class PriorsConfig:
 
     cache_dir: str = ""  # looked up first and downloaded into; empty: $SCENIMEFY_CACHE or ~/.cache/scenimefy
     offline: bool = False  # forbid downloads: a missing file is an error naming it
-    clip_model: str = "ViT-B-32"  # open_clip architecture
+    clip_model: str = "ViT-B-32"  # open_clip architecture, or local-dir:DIR (open_clip_config.json + weights; Ray workers build it too)
     clip_pretrained: str = "openai"  # open_clip pretrained tag, or a path to a weights file
     lpips_net: str = "vgg"  # LPIPS trunk
     lpips_weights: str = ""  # LPIPS v0.1 linear heads (.pth); empty: the copy inside the lpips package
@@ -252,6 +252,13 @@ class TuneConfig:
 
 
 @dataclass
+class PipelineConfig:
+    """`scenimefy pipeline`: stages 0-3 in one driver, each stage's outputs feeding the next (scenimefy/pipeline.py)."""
+
+    stages: tuple[str, ...] = ()  # pretrain, finetune, pairs, train; empty: every stage whose output the config does not give
+
+
+@dataclass
 class Config:
     """The whole pipeline: one section per stage."""
 
@@ -266,6 +273,7 @@ class Config:
     pairs: PairsConfig = field(default_factory=PairsConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
     def validate(self) -> "Config":
         """Cross-field checks a user can break; raise ConfigError with the fix."""

@@ -1,0 +1,253 @@
+"""`scenimefy pipeline`: wiring of stage outputs, skipping finished stages, records, MLflow parent/child runs.
+
+The unit tests replace the four Ray drivers by fakes that write their outputs where the real
+ones do (no Ray); the last test runs the real pipeline on a local Ray at tiny sizes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from scenimefy.config import ConfigError, load_config
+from scenimefy.pipeline import FINETUNE, PAIRS, PRETRAIN, STAGES, TRAIN, plan_pipeline, record_path_of, run_pipeline
+
+
+@pytest.fixture(scope="module")
+def tracking_uri(tmp_path_factory):
+    """One SQLite store for the module (creating one costs seconds)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+def _cfg(tmp_path, tracking_uri, *extra, name="pipe"):
+    return load_config(
+        "tiny",
+        [f"run.output_dir={tmp_path / 'runs'}", f"run.name={name}", f"run.mlflow_tracking_uri={tracking_uri}", *extra],
+    )
+
+
+class FakeDrivers:
+    """Stand-ins for the four drivers: record each call's config, write the outputs, open a child MLflow run."""
+
+    def __init__(self, monkeypatch):
+        from scenimefy.distributed import cluster, pairs, stylegan, translator
+        from scenimefy import pipeline
+
+        self.calls: list[tuple[str, object, str]] = []
+        self.fail: set[str] = set()
+        self.version = 0  # changes what pretrain writes (a rerun that trains further)
+        monkeypatch.setattr(cluster, "init_ray", lambda **kwargs: None)
+        monkeypatch.setattr(pipeline, "preflight_stage", lambda plan: None)
+        monkeypatch.setattr(stylegan, "pretrain_on_ray", lambda cfg, parent_run_id="": self._stylegan(PRETRAIN, cfg, parent_run_id))
+        monkeypatch.setattr(stylegan, "finetune_on_ray", lambda cfg, parent_run_id="": self._stylegan(FINETUNE, cfg, parent_run_id))
+        monkeypatch.setattr(pairs, "generate_and_select_on_ray", self._pairs)
+        monkeypatch.setattr(translator, "train_translator_on_ray", self._train)
+
+    def stages(self) -> list[str]:
+        return [stage for stage, _, _ in self.calls]
+
+    def config(self, stage):
+        return next(cfg for s, cfg, _ in self.calls if s == stage)
+
+    def _start(self, stage, cfg, parent_run_id, run_name):
+        from scenimefy.tracking import find_or_create_run
+
+        self.calls.append((stage, cfg, parent_run_id))
+        if stage in self.fail:
+            raise KeyboardInterrupt(f"{stage} interrupted")
+        return find_or_create_run(cfg.run.mlflow_tracking_uri, cfg.run.mlflow_experiment, run_name, {}, parent_run_id)
+
+    def _stylegan(self, stage, cfg, parent_run_id):
+        from scenimefy.distributed.stylegan import StyleGANOutcome, snapshot_path_of
+
+        run_id = self._start(stage, cfg, parent_run_id, f"{cfg.run.name}-{stage}")
+        path = snapshot_path_of(cfg, stage)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{stage} v{self.version}")
+        return StyleGANOutcome(str(path.parent), str(path), "ckpt", 4, 16, run_id, cfg.run.mlflow_tracking_uri)
+
+    def _pairs(self, cfg, parent_run_id=""):
+        from scenimefy.distributed.pairs import pairs_dir_of, stage_dir_of
+
+        run_id = self._start(PAIRS, cfg, parent_run_id, f"{cfg.run.name}-pairs")
+        selected = pairs_dir_of(cfg)
+        for side in ("trainA", "trainB"):
+            (selected / side).mkdir(parents=True, exist_ok=True)
+            (selected / side / "000000.png").write_text(side)
+        (stage_dir_of(cfg) / "manifest.parquet").write_text("manifest")
+        return {"pairs_dir": str(selected), "mlflow_run_id": run_id}
+
+    def _train(self, cfg, parent_run_id=""):
+        from scenimefy.distributed.translator import run_dir_of
+
+        run_id = self._start(TRAIN, cfg, parent_run_id, cfg.run.name)
+        (run_dir_of(cfg) / "generator.pt").write_text("G")
+        return {"mlflow_run_id": run_id}
+
+
+@pytest.fixture
+def drivers(monkeypatch):
+    return FakeDrivers(monkeypatch)
+
+
+# ----------------------------------------------------------------------------------------
+# Wiring
+
+
+def test_each_stage_reads_the_previous_stages_outputs(drivers, tmp_path, tracking_uri):
+    from scenimefy.distributed.pairs import pairs_dir_of
+    from scenimefy.distributed.stylegan import snapshot_path_of
+
+    cfg = _cfg(tmp_path, tracking_uri)
+    outcome = run_pipeline(cfg, log=lambda line: None)
+    assert drivers.stages() == list(STAGES)
+    g_s, g_t = str(snapshot_path_of(cfg, PRETRAIN)), str(snapshot_path_of(cfg, FINETUNE))
+    assert drivers.config(FINETUNE).finetune.source_checkpoint == g_s
+    assert (drivers.config(PAIRS).pairs.source_checkpoint, drivers.config(PAIRS).pairs.target_checkpoint) == (g_s, g_t)
+    assert drivers.config(TRAIN).data.pairs == str(pairs_dir_of(cfg))
+    assert cfg.pairs.source_checkpoint == ""  # the caller's config is not modified
+    assert outcome.generator == str(tmp_path / "runs" / "pipe" / "generator.pt") and Path(outcome.generator).is_file()
+    assert [r.action for r in outcome.stages] == ["ran"] * 4
+
+    record = yaml.safe_load(record_path_of(cfg, PAIRS).read_text())
+    assert record["outputs"]["pairs"] == str(pairs_dir_of(cfg))
+    assert record["config"]["pairs"]["target_checkpoint"] == g_t  # the config it ran with, inputs wired
+    assert record["inputs"]["pairs.source_checkpoint"]["path"] == g_s and len(record["inputs"]["pairs.source_checkpoint"]["digest"]) == 16
+    assert record["facts"]["mlflow_run_id"]
+    assert not list(record_path_of(cfg, PAIRS).parent.glob(".*"))  # written atomically: no temporary left
+
+
+def test_given_checkpoints_skip_the_stages_that_make_them(drivers, tmp_path, tracking_uri):
+    lhq = tmp_path / "lhq-220000.pt"
+    lhq.write_text("authors' G_s")
+    cfg = _cfg(tmp_path, tracking_uri, f"pairs.source_checkpoint={lhq}")
+    run_pipeline(cfg, log=lambda line: None)
+    assert drivers.stages() == [FINETUNE, PAIRS, TRAIN]  # no stage 0
+    assert drivers.config(FINETUNE).finetune.source_checkpoint == str(lhq)  # one G_s for stages 1 and 2
+    assert drivers.config(PAIRS).pairs.source_checkpoint == str(lhq)
+
+    plan = plan_pipeline(_cfg(tmp_path, tracking_uri, f"data.pairs={tmp_path}"))
+    assert [p.stage for p in plan.stages] == [TRAIN]  # pairs given: stages 0-2 are not needed
+    assert plan.describe()[0] == "pretrain: not run (not needed)"
+
+
+def test_explicit_stages_and_what_they_need(drivers, tmp_path, tracking_uri):
+    with pytest.raises(ConfigError, match=r"stage finetune needs G_s.*set finetune.source_checkpoint or pairs.source_checkpoint, or add pretrain"):
+        plan_pipeline(_cfg(tmp_path, tracking_uri, "pipeline.stages=finetune,pairs,train"))
+    with pytest.raises(ConfigError, match=r"unknown stage\(s\) finetuning; valid stages: pretrain, finetune, pairs, train"):
+        plan_pipeline(_cfg(tmp_path, tracking_uri, "pipeline.stages=finetuning"))
+    with pytest.raises(ConfigError, match=r"includes pairs, but its output pairs is given \(data.pairs="):
+        plan_pipeline(_cfg(tmp_path, tracking_uri, "pipeline.stages=pairs,train", f"data.pairs={tmp_path}"))
+    with pytest.raises(ConfigError, match="G_s is one generator"):
+        plan_pipeline(_cfg(tmp_path, tracking_uri, "finetune.source_checkpoint=a.pt", "pairs.source_checkpoint=b.pt"))
+
+    run_pipeline(_cfg(tmp_path, tracking_uri, "pipeline.stages=pretrain"), log=lambda line: None)
+    assert drivers.stages() == [PRETRAIN]
+    drivers.calls.clear()
+    run_pipeline(_cfg(tmp_path, tracking_uri, "pipeline.stages=finetune,pairs"), log=lambda line: None)  # G_s: the earlier run's
+    assert drivers.stages() == [FINETUNE, PAIRS]
+
+
+# ----------------------------------------------------------------------------------------
+# Skipping, changed settings, interrupted stages
+
+
+def test_rerun_skips_a_finished_stage(drivers, tmp_path, tracking_uri):
+    cfg = _cfg(tmp_path, tracking_uri)
+    run_pipeline(cfg, log=lambda line: None)
+    drivers.calls.clear()
+    lines: list[str] = []
+    outcome = run_pipeline(_cfg(tmp_path, tracking_uri, "pretrain.log_every_kimg=0.1"), log=lines.append)  # a logging-only change
+    assert drivers.calls == []  # no driver called again
+    assert [r.action for r in outcome.stages] == ["skipped"] * 4
+    skipped = [line for line in lines if ": skipped, finished earlier with the same settings (record " in line]
+    assert len(skipped) == 4 and "pipeline/pretrain.yaml" in skipped[0]
+
+
+def test_changed_settings_of_a_finished_stage_name_the_keys(drivers, tmp_path, tracking_uri):
+    run_pipeline(_cfg(tmp_path, tracking_uri), log=lambda line: None)
+    drivers.calls.clear()
+    changed = _cfg(tmp_path, tracking_uri, "pretrain.lr=0.001", "pretrain.total_kimg=0.8")
+    with pytest.raises(ValueError, match=r"stage pretrain of run 'pipe' finished with other settings \(pretrain.lr: 0.002 -> 0.001; "
+                       r"pretrain.total_kimg: 0.4 -> 0.8; record .*pipe/pipeline/pretrain.yaml\). Start over under a new run.name=.*--rerun pretrain"):  # fmt: skip
+        run_pipeline(changed, log=lambda line: None)
+    assert drivers.calls == []  # refused before any stage ran
+
+
+def test_rerun_of_a_stage_then_later_stages_see_its_new_outputs(drivers, tmp_path, tracking_uri):
+    run_pipeline(_cfg(tmp_path, tracking_uri), log=lambda line: None)
+    drivers.calls.clear()
+    drivers.version = 1  # the resumed pretraining continues to a longer schedule: a new G_s
+    longer = _cfg(tmp_path, tracking_uri, "pretrain.total_kimg=0.8")
+    with pytest.raises(ValueError, match=r"stage finetune .*finetune.source_checkpoint: contents of .*pretrain/stylegan.pt changed since"):
+        run_pipeline(longer, rerun=[PRETRAIN], log=lambda line: None)
+    assert drivers.stages() == [PRETRAIN]
+    drivers.calls.clear()
+    run_pipeline(longer, rerun=[FINETUNE, PAIRS, TRAIN], log=lambda line: None)  # pretrain's new record: skipped
+    assert drivers.stages() == [FINETUNE, PAIRS, TRAIN]
+    with pytest.raises(ConfigError, match="--rerun tune: not a stage of this pipeline run"):
+        run_pipeline(longer, rerun=["tune"], log=lambda line: None)
+
+
+def test_an_interrupted_stage_runs_its_driver_again(drivers, tmp_path, tracking_uri):
+    from mlflow.tracking import MlflowClient
+
+    cfg = _cfg(tmp_path, tracking_uri, name="interrupted")
+    drivers.fail = {PAIRS}
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(cfg, log=lambda line: None)
+    assert drivers.stages() == [PRETRAIN, FINETUNE, PAIRS]
+    assert not record_path_of(cfg, PAIRS).exists() and record_path_of(cfg, FINETUNE).exists()
+    parent = MlflowClient(tracking_uri).search_runs(
+        [MlflowClient(tracking_uri).get_experiment_by_name("scenimefy").experiment_id], "tags.`scenimefy.run_name` = 'interrupted-pipeline'"
+    )[0]
+    assert parent.info.status == "KILLED"
+
+    drivers.fail, drivers.calls = set(), []
+    lines: list[str] = []
+    run_pipeline(cfg, log=lines.append)
+    assert drivers.stages() == [PAIRS, TRAIN]  # the drivers resume by run name
+    assert any(line.startswith("[pipeline] pairs: running, no completion record") for line in lines)
+
+    os.remove(tmp_path / "runs" / "interrupted" / "generator.pt")
+    drivers.calls.clear()
+    run_pipeline(cfg, log=lines.append)
+    assert drivers.stages() == [TRAIN]  # a finished stage whose output is gone runs again
+
+
+# ----------------------------------------------------------------------------------------
+# MLflow and the command line
+
+
+def test_one_parent_mlflow_run_with_a_child_per_stage(drivers, tmp_path, tracking_uri):
+    from mlflow.tracking import MlflowClient
+
+    cfg = _cfg(tmp_path, tracking_uri, name="tracked")
+    first = run_pipeline(cfg, log=lambda line: None)
+    second = run_pipeline(cfg, log=lambda line: None)  # every stage skipped
+    assert second.mlflow_run_id == first.mlflow_run_id  # the same parent on a rerun
+    client = MlflowClient(tracking_uri)
+    parent = client.get_run(first.mlflow_run_id)
+    assert parent.info.run_name == "tracked-pipeline" and parent.info.status == "FINISHED"
+    assert parent.data.params["pretrain.total_kimg"] == "0.4"
+    assert {parent_id for _, _, parent_id in drivers.calls} == {first.mlflow_run_id}  # every driver got the parent
+    children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{first.mlflow_run_id}'")
+    assert sorted(r.info.run_name for r in children) == ["tracked", "tracked-finetune", "tracked-pairs", "tracked-pretrain"]
+    records = {a.path for a in client.list_artifacts(first.mlflow_run_id, "pipeline")}
+    assert records == {f"pipeline/{s}.yaml" for s in STAGES}
+    assert "pipeline/pretrain_seconds" in parent.data.metrics
+
+
+def test_cli_dry_run_prints_the_plan_and_errors_are_one_line(tmp_path, capsys):
+    from scenimefy.cli import main
+
+    assert main(["pipeline", "--config", "tiny", "--dry-run", f"run.output_dir={tmp_path}", "pairs.source_checkpoint=lhq.pt"]) == 0
+    out = capsys.readouterr().out
+    assert "# pretrain: not run, G_s given (lhq.pt)" in out
+    assert "# finetune: run (reads finetune.source_checkpoint=lhq.pt;" in out
+    assert main(["pipeline", "--config", "tiny", "--stages", "pairs,bogus", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown stage(s) bogus" in err
