@@ -84,6 +84,12 @@ def _evaluate(cfg: Config, args: argparse.Namespace) -> Any:
     )  # fmt: skip
 
 
+def _pipeline(cfg: Config, args: argparse.Namespace) -> Any:
+    from scenimefy.pipeline import run_pipeline
+
+    return run_pipeline(cfg, rerun=[s for s in args.rerun.split(",") if s])
+
+
 def _demo(cfg: Config | None, args: argparse.Namespace) -> Any:
     from scenimefy.demo import run_demo
 
@@ -102,6 +108,10 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default="", help="MLflow run name (default: <run.name>-eval)")
 
 
+def _pipeline_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rerun", default="", metavar="S1,S2", help="run these finished stages' drivers again (they resume)")
+
+
 def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="scenimefy-demo", help="where data, runs and pictures go (absolute on a cluster)")
     p.add_argument("--workers", type=int, default=2, help="Ray Train workers")
@@ -115,6 +125,11 @@ def _workers_gpus(cfg: Config) -> float:
 def _pairs_gpus(cfg: Config) -> float:
     """Pair generation: at least one actor's GPUs (pools grow as GPUs are free)."""
     return float(cfg.pairs.gpus_per_actor)
+
+
+def _pipeline_gpus(cfg: Config) -> float:
+    """The stages run one after another: the most any one of them needs."""
+    return max(_workers_gpus(cfg), _pairs_gpus(cfg))
 
 
 def _no_gpus(cfg: Config) -> float:
@@ -138,10 +153,9 @@ WORKLOADS: dict[str, Workload] = {
     "train": Workload("stage 3: the photo->anime translator on Ray Train", "scenimefy.distributed.translator", _train, _workers_gpus),
     "tune": Workload("Ray Tune sweep of translator trainings", "scenimefy.distributed.tune", _tune, _workers_gpus, _tune_args),
     "evaluate": Workload("FID/KID and L_BCE of a generator", "scenimefy.distributed.evaluate", _evaluate, _no_gpus, _evaluate_args),
-    "demo": Workload("end to end on procedural demo data (CPU, tiny preset)", "scenimefy.demo", _demo, _no_gpus, _demo_args, False),
+    "pipeline": Workload("stages 0-3 in one driver, finished stages skipped", "scenimefy.pipeline", _pipeline, _pipeline_gpus, _pipeline_args),
+    "demo": Workload("the pipeline on procedural demo data (CPU, tiny preset)", "scenimefy.demo", _demo, _no_gpus, _demo_args, False),
 }
-# Coming (no entry until its function exists): pipeline (stages 0-3 in one driver). Until then
-# the stages run one after another (cluster/kuberay-rayjob-pipeline.yaml chains them).
 
 
 def workload(name: str) -> Workload:

@@ -163,6 +163,7 @@ def _mlflow_args() -> list[str]:
 def test_rayjob_runs_the_pipeline_stages_with_resolvable_configs():
     from scenimefy.distributed.pairs import pairs_dir_of
     from scenimefy.distributed.translator import storage_path_of
+    from scenimefy.pipeline import STAGES, TRAIN, plan_pipeline
 
     _, doc = _kind("RayJob")
     spec = doc["spec"]
@@ -170,27 +171,26 @@ def test_rayjob_runs_the_pipeline_stages_with_resolvable_configs():
     workdir = _split_commands(entry)[0]
     assert workdir == ["cd", _dockerfile()["workdir"]]  # the checkout inside the image
     jobs = _job_commands(entry)
-    assert [name for name, _ in jobs] == ["pretrain", "finetune", "pairs", "train"]
+    assert [name for name, _ in jobs] == ["pipeline"]  # stages 0-3 in one driver, finished stages skipped on retry
 
     (gpu,) = spec["rayClusterSpec"]["workerGroupSpecs"]
     limits = gpu["template"]["spec"]["containers"][0]["resources"]["limits"]
     cluster_gpus = gpu["minReplicas"] * int(limits["nvidia.com/gpu"])  # fixed-size cluster: GPUs there at start
     cpus_per_pod = float(limits["cpu"])
-    configs = {}
-    for name, argv in jobs:
-        assert name in WORKLOADS and (REPO / "jobs" / f"{name}.py").is_file()
-        args = parse_job_args(name, argv)
-        assert not args.allow_autoscale and not args.dry_run
-        cfg = resolve_config(name, args, base_dir=REPO)
-        check_gpus(name, cfg, cluster_gpus, allow_autoscale=False)  # raises if the job would wait for GPUs
-        assert cfg.run.cpus_per_worker <= cpus_per_pod
-        assert cfg.run.output_dir.startswith(SHARED + "/")  # checkpoints and outputs on the shared volume
-        assert storage_path_of(cfg).startswith(SHARED + "/")
-        configs[name] = cfg
-    assert len({(c.run.output_dir, c.run.name) for c in configs.values()}) == 1  # one run, stage after stage
-    assert configs["finetune"].finetune.source_checkpoint == ""  # reads stage 0's snapshot of the same run
-    assert configs["pairs"].pairs.source_checkpoint == "" and configs["pairs"].pairs.target_checkpoint == ""
-    assert configs["train"].data.pairs == str(pairs_dir_of(configs["pairs"]))  # stage 3 reads stage 2's selection
+    ((name, argv),) = jobs
+    assert name in WORKLOADS and (REPO / "jobs" / f"{name}.py").is_file()
+    args = parse_job_args(name, argv)
+    assert not args.allow_autoscale and not args.dry_run
+    cfg = resolve_config(name, args, base_dir=REPO)
+    check_gpus(name, cfg, cluster_gpus, allow_autoscale=False)  # raises if the job would wait for GPUs
+    assert cfg.pairs.generator_actors + cfg.pairs.segmenter_actors <= cluster_gpus / cfg.pairs.gpus_per_actor
+    assert cfg.run.cpus_per_worker <= cpus_per_pod
+    assert cfg.run.output_dir.startswith(SHARED + "/")  # checkpoints and outputs on the shared volume
+    assert storage_path_of(cfg).startswith(SHARED + "/")
+    plan = plan_pipeline(cfg)
+    assert [p.stage for p in plan.stages] == list(STAGES)  # no stage output given: all four run
+    train = next(p for p in plan.stages if p.stage == TRAIN)
+    assert train.cfg.data.pairs == str(pairs_dir_of(cfg))  # stage 3 reads stage 2's selection
     assert spec["shutdownAfterJobFinishes"] is True and spec["backoffLimit"] >= 1
 
 
