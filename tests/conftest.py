@@ -23,7 +23,7 @@ collect_ignore = [] if os.environ.get("SCENIMEFY_RUN_IN_PROGRESS") else IN_PROGR
 
 import pytest
 
-PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "photos"
+from shared_photos import PHOTOS
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from scenimefy.data.decode import (
     resize_square,
 )
 
-SHARED_PHOTOS = Path("/work/shared/data/photos")
+from shared_photos import PHOTOS as SHARED_PHOTOS
 
 
 def _decoded(tmp_path: Path, img: Image.Image, name: str, **save_kw) -> np.ndarray:

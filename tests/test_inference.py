@@ -25,7 +25,7 @@ from scenimefy.inference import (
 )
 from scenimefy.models.translator import ResnetGenerator, init_weights
 
-PHOTOS = Path("/work/shared/data/photos")
+from shared_photos import PHOTOS
 needs_photos = pytest.mark.skipif(not (PHOTOS / "hf_1.png").is_file(), reason="shared photos not available")
 
 
