@@ -51,7 +51,8 @@ CONSUMES = {PRETRAIN: {}, FINETUNE: {G_S: "finetune.source_checkpoint"},
             TRAIN: {PAIRS_DIR: "data.pairs"}}  # fmt: skip
 GIVEN_BY = {G_S: ("finetune.source_checkpoint", "pairs.source_checkpoint"), G_T: ("pairs.target_checkpoint",), PAIRS_DIR: ("data.pairs",)}
 
-# The settings a stage's outputs depend on (flat keys, or section prefixes ending in ".").
+# The settings a stage's outputs depend on (flat keys, or section prefixes ending in "."). The
+# other run.* keys (workers, GPUs, MLflow) say how and where a stage runs, not what it makes.
 STAGE_SETTINGS = {
     PRETRAIN: ("run.seed", "stylegan.", "pretrain.", "data.photos"),
     FINETUNE: ("run.seed", "stylegan.", "finetune.", "data.anime", "priors.clip_model", "priors.clip_pretrained",
@@ -242,11 +243,8 @@ def digest(path: str | os.PathLike) -> str:
     if not path.is_dir():
         return "missing"
     h = hashlib.sha256()
-    for root, dirs, files in sorted(os.walk(path)):
-        dirs.sort()
-        for name in sorted(files):
-            full = Path(root) / name
-            h.update(f"{full.relative_to(path)}\0{full.stat().st_size}\n".encode())
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(f"{file.relative_to(path)}\0{file.stat().st_size}\n".encode())
     return h.hexdigest()[:16]
 
 

@@ -251,3 +251,63 @@ def test_cli_dry_run_prints_the_plan_and_errors_are_one_line(tmp_path, capsys):
     assert main(["pipeline", "--config", "tiny", "--stages", "pairs,bogus", "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown stage(s) bogus" in err
+
+
+# ----------------------------------------------------------------------------------------
+# The real pipeline on a local Ray, tiny sizes
+
+
+@pytest.mark.ray
+def test_real_pipeline_end_to_end_then_a_rerun_skips_every_stage(tmp_path):
+    """Stages 2-3 on a local Ray (stages 0-1 given, as with the authors' generators; their drivers
+    have their own end-to-end tests), then the same command again: both skipped, no Ray needed."""
+    import ray
+    from mlflow.tracking import MlflowClient
+
+    from pairs_fixtures import write_pair_checkpoints
+    from scenimefy.data.demo_scenes import write_demo_dataset
+    from scenimefy.demo_priors import write_tiny_mask2former
+    from scenimefy.distributed.data import match_pairs
+    from scenimefy.inference import load_translator
+
+    g_s, g_t = write_pair_checkpoints(tmp_path)
+    data = write_demo_dataset(str(tmp_path / "data"), n_photos=8, n_anime=8, n_pairs=0, n_test=0, size=32, seed=0)  # 2 batches per worker shard: no data epoch restarts in 2 steps
+    cfg = load_config(
+        "tiny",
+        [
+            f"run.output_dir={tmp_path / 'runs'}",
+            "run.name=e2e",
+            "run.num_workers=2",
+            f"data.photos={data['photos']}",
+            f"data.anime={data['anime']}",
+            f"pairs.source_checkpoint={g_s}",
+            f"pairs.target_checkpoint={g_t}",
+            f"priors.mask2former={write_tiny_mask2former(tmp_path / 'mask2former')}",
+            "priors.offline=true",
+            "pairs.num_candidates=8", "pairs.bce_threshold=10", "pairs.min_classes=1", "pairs.mean_latent_samples=64",
+            "pairs.generator_group=4", "pairs.batch_size=4",
+            "data.load_size=32", "data.crop_size=32", "translator.ngf=8", "translator.ndf=8", "translator.num_patches=16",
+            "translator.head_dim=16", "translator.steps_per_epoch=2", "translator.max_steps=2", "translator.checkpoint_every_steps=2",
+        ],
+    )  # fmt: skip
+    ray.init(address="local", num_cpus=4, num_gpus=0, include_dashboard=False, object_store_memory=300 * 1024**2, log_to_driver=False)
+    try:
+        first = run_pipeline(cfg, log=lambda line: None)
+    finally:
+        ray.shutdown()
+    assert [(r.stage, r.action) for r in first.stages] == [(PAIRS, "ran"), (TRAIN, "ran")]
+    assert load_translator(first.generator, "cpu") is not None
+    _fs, matched, _unmatched = match_pairs(first.outputs["pairs"])
+    assert len(matched) == 8  # stage 3 trained on stage 2's selection
+    record = yaml.safe_load(record_path_of(cfg, TRAIN).read_text())
+    assert record["config"]["data"]["pairs"] == first.outputs["pairs"] and record["facts"]["step"] == 2
+
+    client = MlflowClient(first.tracking_uri)
+    parent = client.get_run(first.mlflow_run_id)
+    children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{first.mlflow_run_id}'")
+    assert sorted(r.info.run_name for r in children) == ["e2e", "e2e-pairs"]
+    assert all(r.info.status == "FINISHED" for r in children) and parent.info.status == "FINISHED"
+
+    second = run_pipeline(cfg, log=lambda line: None)  # Ray is not running: a skip must not need it
+    assert [r.action for r in second.stages] == ["skipped"] * 2 and second.mlflow_run_id == first.mlflow_run_id
+    assert not ray.is_initialized()
