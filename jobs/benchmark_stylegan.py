@@ -27,14 +27,13 @@ import importlib.util
 import json
 import resource
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from scenimefy.benchmarking import append_json_lines, machine_header  # noqa: E402
+from scenimefy.benchmarking import CLOCKS, append_json_lines, check_clock, machine_header  # noqa: E402
 from scenimefy.config import Config, load_config  # noqa: E402
 from scenimefy.stages.stylegan import (  # noqa: E402
     StyleGANNets,
@@ -79,9 +78,6 @@ class PeakMemory:
 
     def fields(self) -> dict[str, float]:
         return {"peak_mem_mib": round(self.steady, 1), "peak_mem_mib_incl_warmup": round(self.with_warmup, 1)}
-
-
-CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}  # cpu: this process's CPU seconds
 
 
 def _times(fn, device: torch.device, steps: int, warmup: int, peak: PeakMemory, clock: str) -> tuple[float, float]:
@@ -254,8 +250,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    if args.clock == "cpu" and (device.type != "cpu" or torch.get_num_threads() != 1):
-        parser.error("--clock cpu measures one CPU thread: use it with --device cpu --threads 1")
+    try:
+        check_clock(args.clock, device)
+    except ValueError as e:
+        parser.error(str(e))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not args.no_cudnn_benchmark
     header = machine_header(device, cudnn_benchmark=device.type == "cuda" and not args.no_cudnn_benchmark)

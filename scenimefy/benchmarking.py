@@ -10,11 +10,22 @@ import json
 import os
 import platform
 import sys
+import time
 from datetime import date
 from pathlib import Path
 from typing import Iterable
 
 import torch
+
+
+# "cpu": this process's CPU seconds, which other jobs on a shared machine do not inflate (use it
+# with one thread: with N threads it sums them); "wall": elapsed time, what a user waits.
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def check_clock(clock: str, device: torch.device) -> None:
+    if clock == "cpu" and (device.type != "cpu" or torch.get_num_threads() != 1):
+        raise ValueError("--clock cpu measures one CPU thread: use it with --device cpu --threads 1")
 
 
 def cpu_name() -> str:
