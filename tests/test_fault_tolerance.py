@@ -29,7 +29,7 @@ pytestmark = pytest.mark.ray
 TOTAL_STEPS = 16
 CHECKPOINT_EVERY = 4
 RUN_NAME = "ft-tiny"
-DEADLINE_S = float(os.environ.get("SCENIMEFY_FT_DEADLINE_S", "210"))  # whole test, start to cleanup
+DEADLINE_S = float(os.environ.get("SCENIMEFY_FT_DEADLINE_S", "480"))  # a hang guard for the whole test, not a speed check
 
 
 def _job_args(root: Path, data: dict[str, str]) -> list[str]:
