@@ -253,6 +253,17 @@ def test_cli_dry_run_prints_the_plan_and_errors_are_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and "unknown stage(s) bogus" in err
 
 
+def test_job_entrypoint_runs_the_pipeline_and_reruns_a_stage(drivers, tmp_path, tracking_uri, capsys):
+    from scenimefy.jobs_runner import main as job_main, parse_result
+
+    argv = ["--config", "tiny", f"run.output_dir={tmp_path / 'runs'}", "run.name=job", f"run.mlflow_tracking_uri={tracking_uri}"]
+    assert job_main("pipeline", argv) == 0
+    assert job_main("pipeline", ["--rerun", "pairs,train", *argv]) == 0
+    assert drivers.stages() == [*STAGES, PAIRS, TRAIN]
+    result = parse_result(capsys.readouterr().out)
+    assert [(s["stage"], s["action"]) for s in result["stages"]] == [(PRETRAIN, "skipped"), (FINETUNE, "skipped"), (PAIRS, "ran"), (TRAIN, "ran")]
+
+
 # ----------------------------------------------------------------------------------------
 # The real pipeline on a local Ray, tiny sizes
 
