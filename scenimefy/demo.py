@@ -15,10 +15,12 @@ Why the settings in DEMO_OVERRIDES (measured on the 2-core CPU machine, see each
 - The supervised branch of stage 3 then teaches colour but blurs (lambda_sup decays only to
   0.38 over the tiny preset's 4 epochs). With the paper's lambda_hDCE = 0.1 every translation
   came out as the same blurred anime palette, the layout of the photo lost; with 1.0, the
-  weight CUT gives its PatchNCE content loss, ridges, lakes and skies stay where they are.
-- Timings (this 2-core machine, shared with other jobs: load 5-15): stage 0 ~150 s,
-  stage 1 ~115 s, stage 2 ~60 s, stage 3 ~700 s. Unloaded, stage 3 runs at about 5 img/s
-  instead of 1.5 (about 4 minutes), and the whole demo in about 7 minutes.
+  weight CUT gives its PatchNCE content loss, horizons, ridges and lakes roughly keep their place.
+- Batch 2 per worker: batch 1 (same 300 steps) kept less of the layout.
+- Measured on this 2-core machine while it was shared with other jobs (load 3-11): stage 0
+  195 s, stage 1 132 s, stage 2 57 s, stage 3 709 s, 19 minutes in all. When the machine was
+  free for a moment, stage 3 ran at 4.4-4.9 img/s instead of 1.5 (and stages 0-1 at about 2x
+  their loaded speed): about 8-9 minutes in all on an idle 2-core machine, most of it stage 3.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ def write_demo_priors(directory: Path) -> PriorsConfig:
 
 def run_demo(*, out_dir: str, overrides: list[str] | tuple[str, ...] = (), workers: int = 2) -> dict[str, str]:
     from scenimefy.inference import load_translator, translate_paths
-    from scenimefy.pipeline import run_pipeline
+    from scenimefy.pipeline import G_S, G_T, PAIRS_DIR, records_dir_of, run_pipeline
 
     out = Path(out_dir).absolute()
     started = time.perf_counter()
@@ -115,16 +117,15 @@ def run_demo(*, out_dir: str, overrides: list[str] | tuple[str, ...] = (), worke
     grid_path = out / "before_after.png"
     save_image_atomic(str(grid_path), grid)
 
-    outputs = outcome.outputs
     written = {
         "data": str(out / "data"),
         "priors": str(out / "priors"),
         "run": outcome.run_dir,
-        "G_s": outputs.get("G_s", ""),
-        "G_t": outputs.get("G_t", ""),
-        "pairs": outputs.get("pairs", ""),
+        "G_s": outcome.outputs.get(G_S, ""),
+        "G_t": outcome.outputs.get(G_T, ""),
+        "pairs": outcome.outputs.get(PAIRS_DIR, ""),
         "generator": outcome.generator,
-        "records": str(Path(outcome.run_dir) / "pipeline"),
+        "records": str(records_dir_of(cfg)),
         "translated": str(translated),
         "before_after": str(grid_path),
         "mlflow": f"{outcome.tracking_uri} (parent run {outcome.mlflow_run_id})",

@@ -264,6 +264,18 @@ def test_job_entrypoint_runs_the_pipeline_and_reruns_a_stage(drivers, tmp_path, 
     assert [(s["stage"], s["action"]) for s in result["stages"]] == [(PRETRAIN, "skipped"), (FINETUNE, "skipped"), (PAIRS, "ran"), (TRAIN, "ran")]
 
 
+def test_demo_settings_plan_all_four_stages_on_priors_written_once(tmp_path):
+    from scenimefy.demo import DEMO_OVERRIDES, write_demo_priors
+
+    priors = write_demo_priors(tmp_path / "priors")
+    assert priors.offline and priors.clip_model.startswith("local-dir:")  # Ray workers build the tiny CLIP from the folder
+    stamp = (tmp_path / "priors" / "mask2former" / "config.json").stat().st_mtime_ns
+    assert write_demo_priors(tmp_path / "priors") == priors  # a rerun reads the record
+    assert (tmp_path / "priors" / "mask2former" / "config.json").stat().st_mtime_ns == stamp
+    cfg = load_config("tiny", [f"run.output_dir={tmp_path}", "data.photos=p", "data.anime=a", *DEMO_OVERRIDES])
+    assert [p.stage for p in plan_pipeline(cfg).stages] == list(STAGES)
+
+
 # ----------------------------------------------------------------------------------------
 # The real pipeline on a local Ray, tiny sizes
 
