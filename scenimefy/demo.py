@@ -132,7 +132,7 @@ def run_demo(*, out_dir: str, overrides: list[str] | tuple[str, ...] = (), worke
     }
     print(f"[demo] finished in {time.perf_counter() - started:.0f} s; stages:", flush=True)
     for result in outcome.stages:
-        print(f"  {result.stage}: {result.action} in {result.seconds:.0f} s", flush=True)
+        print(f"  {result.stage}: " + (f"ran in {result.seconds:.0f} s" if result.action == "ran" else "skipped (finished earlier)"), flush=True)
     print("[demo] wrote:", flush=True)
     for key, value in written.items():
         print(f"  {key}: {value}", flush=True)

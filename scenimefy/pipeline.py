@@ -134,7 +134,7 @@ class PipelinePlan:
     earlier: dict[str, str]  # artifact -> this run's output of a stage not selected now (an earlier run)
 
     def describe(self) -> list[str]:
-        """One line per stage of STAGES: what runs, and where each input comes from."""
+        """One line per stage of STAGES: planned (run, or skipped if finished) or not, and where each input comes from."""
         planned = {p.stage: p for p in self.stages}
         lines = []
         for stage in STAGES:
@@ -142,7 +142,7 @@ class PipelinePlan:
             if stage in planned:
                 p = planned[stage]
                 reads = ", ".join(f"{k}={v}" for k, v in p.inputs.items()) or "its data folder"
-                lines.append(f"{stage}: run (reads {reads}; leaves {made} at {p.outputs[made]})")
+                lines.append(f"{stage}: planned (reads {reads}; leaves {made} at {p.outputs[made]})")
             elif made in self.given:
                 lines.append(f"{stage}: not run, {made} given ({self.given[made]})")
             elif made in self.earlier:

@@ -247,7 +247,7 @@ def test_cli_dry_run_prints_the_plan_and_errors_are_one_line(tmp_path, capsys):
     assert main(["pipeline", "--config", "tiny", "--dry-run", f"run.output_dir={tmp_path}", "pairs.source_checkpoint=lhq.pt"]) == 0
     out = capsys.readouterr().out
     assert "# pretrain: not run, G_s given (lhq.pt)" in out
-    assert "# finetune: run (reads finetune.source_checkpoint=lhq.pt;" in out
+    assert "# finetune: planned (reads finetune.source_checkpoint=lhq.pt;" in out
     assert main(["pipeline", "--config", "tiny", "--stages", "pairs,bogus", "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown stage(s) bogus" in err

@@ -32,7 +32,8 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         return 0
     outcome = run_pipeline(cfg, rerun=_stage_list(args.rerun))
     for result in outcome.stages:
-        print(f"{result.stage}: {result.action} ({result.seconds:.0f} s); record {result.record}")
+        took = f" in {result.seconds:.0f} s" if result.action == "ran" else ""
+        print(f"{result.stage}: {result.action}{took}; record {result.record}")
     for name, path in outcome.outputs.items():
         print(f"{name}: {path}")
     print(f"mlflow: {outcome.tracking_uri} (parent run {outcome.mlflow_run_id})")
