@@ -30,7 +30,7 @@ def _config(args: argparse.Namespace) -> Config:
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if args.dry_run:
-        from scenimefy.distributed.translator import run_dir_of
+        from scenimefy.distributed.cluster import run_dir_of
 
         print(dump_yaml(cfg), end="")
         print(f"# run dir: {run_dir_of(cfg)}\n# world size: {cfg.run.num_workers}")

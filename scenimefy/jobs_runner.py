@@ -85,9 +85,9 @@ def _evaluate(cfg: Config, args: argparse.Namespace) -> Any:
 
 
 def _pipeline(cfg: Config, args: argparse.Namespace) -> Any:
-    from scenimefy.pipeline import run_pipeline
+    from scenimefy.pipeline import parse_stage_list, run_pipeline
 
-    return run_pipeline(cfg, rerun=[s for s in args.rerun.split(",") if s])
+    return run_pipeline(cfg, rerun=parse_stage_list(args.rerun))
 
 
 def _demo(cfg: Config | None, args: argparse.Namespace) -> Any:

@@ -81,7 +81,7 @@ def artifact_path(cfg: Config, artifact: str) -> Path:
     """Where this run's stage leaves an artifact."""
     from scenimefy.distributed.pairs import pairs_dir_of
     from scenimefy.distributed.stylegan import snapshot_path_of
-    from scenimefy.distributed.translator import run_dir_of
+    from scenimefy.distributed.cluster import run_dir_of
 
     if artifact == G_S:
         return snapshot_path_of(cfg, PRETRAIN)
@@ -104,7 +104,7 @@ def stage_outputs(cfg: Config, stage: str) -> dict[str, str]:
 
 
 def records_dir_of(cfg: Config) -> Path:
-    from scenimefy.distributed.translator import run_dir_of
+    from scenimefy.distributed.cluster import run_dir_of
 
     return run_dir_of(cfg) / RECORDS_DIR
 
@@ -150,6 +150,11 @@ class PipelinePlan:
             else:
                 lines.append(f"{stage}: not run (not needed)")
         return lines
+
+
+def parse_stage_list(value: str) -> list[str]:
+    """`--stages` / `--rerun` values: comma-separated stage names, blanks ignored."""
+    return [s.strip() for s in value.split(",") if s.strip()]
 
 
 def given_artifacts(cfg: Config) -> dict[str, str]:
@@ -404,7 +409,7 @@ def _print(line: str) -> None:
 
 def run_pipeline(cfg: Config, *, rerun: Sequence[str] = (), log: Callable[[str], None] = _print) -> PipelineOutcome:
     """Run the planned stages in order, skipping finished ones; one MLflow parent run."""
-    from scenimefy.distributed.translator import run_dir_of
+    from scenimefy.distributed.cluster import run_dir_of
     from scenimefy.tracking import MlflowTracker, find_or_create_run, resolve_tracking_uri
 
     plan = plan_pipeline(cfg)
@@ -446,7 +451,8 @@ def run_pipeline(cfg: Config, *, rerun: Sequence[str] = (), log: Callable[[str],
                 outcome = _driver(p.stage)(p.cfg, parent_run_id=parent_id)
                 seconds = time.perf_counter() - began
                 missing = [path for path in p.outputs.values() if not os.path.exists(path)]
-                assert not missing, f"{p.stage} finished without {missing}"
+                if missing:
+                    raise RuntimeError(f"{p.stage} finished without {missing}")
                 record = write_record(p, seconds=seconds, facts=_facts(outcome))
                 tracker.log_metrics({f"pipeline/{p.stage}_seconds": seconds}, step=0)
                 log(f"[pipeline] {p.stage}: finished in {seconds:.0f} s; record {record}")

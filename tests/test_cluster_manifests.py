@@ -162,7 +162,7 @@ def _mlflow_args() -> list[str]:
 
 def test_rayjob_runs_the_pipeline_stages_with_resolvable_configs():
     from scenimefy.distributed.pairs import pairs_dir_of
-    from scenimefy.distributed.translator import storage_path_of
+    from scenimefy.distributed.cluster import storage_path_of
     from scenimefy.pipeline import STAGES, TRAIN, plan_pipeline
 
     _, doc = _kind("RayJob")

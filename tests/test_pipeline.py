@@ -81,7 +81,7 @@ class FakeDrivers:
         return {"pairs_dir": str(selected), "mlflow_run_id": run_id}
 
     def _train(self, cfg, parent_run_id=""):
-        from scenimefy.distributed.translator import run_dir_of
+        from scenimefy.distributed.cluster import run_dir_of
 
         run_id = self._start(TRAIN, cfg, parent_run_id, cfg.run.name)
         (run_dir_of(cfg) / "generator.pt").write_text("G")

@@ -15,14 +15,10 @@ import argparse
 from scenimefy.config import dump_yaml, load_config
 
 
-def _stage_list(value: str) -> list[str]:
-    return [s.strip() for s in value.split(",") if s.strip()]
-
-
 def cmd_pipeline(args: argparse.Namespace) -> int:
     overrides = list(args.overrides) + ([f"pipeline.stages={args.stages}"] if args.stages else [])
     cfg = load_config(args.config, overrides)
-    from scenimefy.pipeline import plan_pipeline, run_pipeline
+    from scenimefy.pipeline import parse_stage_list, plan_pipeline, run_pipeline
 
     if args.dry_run:
         plan = plan_pipeline(cfg)
@@ -30,7 +26,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         for line in plan.describe():
             print(f"# {line}")
         return 0
-    outcome = run_pipeline(cfg, rerun=_stage_list(args.rerun))
+    outcome = run_pipeline(cfg, rerun=parse_stage_list(args.rerun))
     for result in outcome.stages:
         took = f" in {result.seconds:.0f} s" if result.action == "ran" else ""
         print(f"{result.stage}: {result.action}{took}; record {result.record}")

@@ -309,7 +309,7 @@ SUMMARY_METRICS = ("fid", "kid_mean", "kid_std", "l_bce", "l_bce_std", "pixel_ag
 
 
 def _log_to_mlflow(cfg: Config, report: dict, report_path: Path, run_name: str) -> tuple[str, str]:
-    from scenimefy.distributed.translator import run_dir_of
+    from scenimefy.distributed.cluster import run_dir_of
 
     tracking_uri = resolve_tracking_uri(cfg.run.mlflow_tracking_uri, run_dir_of(cfg))
     parent = _existing_run_id(tracking_uri, cfg.run.mlflow_experiment, cfg.run.name)

@@ -26,8 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from scenimefy.config import Config, ConfigError, dump_yaml, flatten
-from scenimefy.distributed.cluster import init_ray, local_path
-from scenimefy.distributed.translator import run_dir_of
+from scenimefy.distributed.cluster import init_ray, local_path, run_dir_of
 from scenimefy.stages.pairs import (
     MANIFEST_FILE,
     SELECTED_DIR,
