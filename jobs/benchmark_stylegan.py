@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import resource
 import sys
 from pathlib import Path
 
@@ -33,7 +32,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from scenimefy.benchmarking import CLOCKS, append_json_lines, check_clock, machine_header  # noqa: E402
+from scenimefy.benchmarking import (  # noqa: E402
+    CLOCKS,
+    PeakMemory,
+    append_json_lines,
+    check_clock,
+    machine_header,
+    median,
+    timed,
+)
 from scenimefy.config import Config, load_config  # noqa: E402
 from scenimefy.stages.stylegan import (  # noqa: E402
     StyleGANNets,
@@ -46,58 +53,10 @@ from scenimefy.stages.stylegan import (  # noqa: E402
 from scenimefy.models.stylegan2 import freeze_for_finetuning  # noqa: E402
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-class PeakMemory:
-    """Peak memory of the timed steps ("steady": GPU peak after the warmup calls, so cuDNN's
-    autotuning workspaces under cudnn.benchmark are left out) and including the warmup.
-    On CPU both are the process's peak RSS (it cannot be reset)."""
-
-    def __init__(self, device: torch.device):
-        self.device, self.steady, self.with_warmup = device, 0.0, 0.0
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(device)
-
-    def _current(self) -> float:
-        if self.device.type == "cuda":
-            return torch.cuda.max_memory_allocated(self.device) / 2**20
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-    def after_warmup(self) -> None:
-        self.with_warmup = max(self.with_warmup, self._current())
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-
-    def after_timed(self) -> None:
-        self.steady = max(self.steady, self._current())
-        self.with_warmup = max(self.with_warmup, self.steady)
-
-    def fields(self) -> dict[str, float]:
-        return {"peak_mem_mib": round(self.steady, 1), "peak_mem_mib_incl_warmup": round(self.with_warmup, 1)}
-
-
 def _times(fn, device: torch.device, steps: int, warmup: int, peak: PeakMemory, clock: str) -> tuple[float, float]:
-    """(median, minimum) seconds of ``steps`` timed calls after ``warmup`` untimed ones; the
-    minimum is the better estimate on a machine shared with other jobs. With ``clock="cpu"``
-    (CPU device, one thread) the time is the process's CPU time, which other jobs on the
-    machine do not inflate."""
-    now = CLOCKS[clock]
-    times = []
-    for i in range(warmup + steps):
-        if i == warmup:
-            peak.after_warmup()
-        _sync(device)
-        start = now()
-        fn(i)
-        _sync(device)
-        if i >= warmup:
-            times.append(now() - start)
-    peak.after_timed()
-    return sorted(times)[len(times) // 2], min(times)
+    """(median, minimum) seconds of the timed calls (see `scenimefy.benchmarking.timed`)."""
+    times = timed(fn, device, steps, warmup, clock, peak)
+    return median(times), min(times)
 
 
 def _nets(cfg: Config, device: torch.device, *, finetune: bool) -> StyleGANNets:

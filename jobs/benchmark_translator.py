@@ -1,9 +1,13 @@
 """Benchmark the translator: training step img/s and peak memory, inference img/s.
 
 Runs the real `translator_step` (D_U, D_P, then G + F + F_s with every loss) on random
-images with the paper's networks, no Ray in the way. Example:
+images with the paper's networks, no Ray in the way. `--layout authors` (or `both`) also
+times `authors_layout_step`: the same networks and losses called the way the authors' code
+calls them (REFERENCE.md 4.9: a separate forward for x^p, each discriminator called once
+for real and once for fake, and every encoder pass re-run for the losses, SPEC.md defect 4),
+so the speed-up over their layout is measured on the same machine in the same run. Example:
 
-    python jobs/benchmark_translator.py --size 256 --batch 1 --device cpu --steps 3
+    python jobs/benchmark_translator.py --size 256 --batch 1 --device cpu --steps 3 --layout both
     python jobs/benchmark_translator.py --size 256 --batch 8 --device cuda --precision bf16
 
 Prints one JSON line per configuration (add --json-out FILE to append them to a file).
@@ -13,23 +17,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 
 import torch
 
-from scenimefy.benchmarking import CLOCKS, append_json_lines, check_clock, machine_header
-from scenimefy.config import load_config
-from scenimefy.stages.translator import TranslatorNets, build_networks, build_optimizers, translator_step
-
-
-def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from scenimefy.benchmarking import CLOCKS, PeakMemory, append_json_lines, check_clock, machine_header, median, timed
+from scenimefy.config import TranslatorConfig, load_config
+from scenimefy.losses import hard_negative_weights, hdce_loss_layers, lsgan_loss, src_loss_layers, style_patch_nce
+from scenimefy.schedules import hdce_gamma_schedule, lambda_sup_schedule
+from scenimefy.stages.translator import TranslatorNets, build_networks, build_optimizers, set_requires_grad, translator_step
 
 
 def generator_flops_per_image(G: torch.nn.Module, size: int, device: torch.device) -> float:
@@ -52,14 +48,94 @@ def generator_flops_per_image(G: torch.nn.Module, size: int, device: torch.devic
     return total
 
 
-def step_flops(nets: TranslatorNets, imgs: list[torch.Tensor], t, autocast: bool) -> float:
+def step_flops(step, nets: TranslatorNets, imgs: list[torch.Tensor], t, autocast: bool) -> float:
     """FLOPs of one full training step (forward and backward of every network), counted by torch."""
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
     with counter:
-        translator_step(nets, *imgs, t=t, epoch=1, total_epochs=20, generator=torch.Generator().manual_seed(0), autocast=autocast)
+        step(nets, *imgs, t=t, epoch=1, total_epochs=20, generator=torch.Generator().manual_seed(0), autocast=autocast)
     return float(counter.get_total_flops())
+
+
+def authors_layout_step(
+    nets: TranslatorNets,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    xp: torch.Tensor,
+    yp: torch.Tensor,
+    *,
+    t: TranslatorConfig,
+    epoch: int,
+    total_epochs: int,
+    generator: torch.Generator,
+    autocast: bool = False,
+) -> None:
+    """The baseline: one step in the authors' call pattern (`semi_cut_model.py`, REFERENCE.md 4.9).
+
+    Same networks, losses and updates as `translator_step`, so the difference in time is the
+    layout alone: G([x; y]) and G(x^p) as two forwards; D_U and D_P called separately on fake
+    and real; the losses re-encode x, y and y^p and encode G(x), G(y), G(x^p) one call each,
+    and the key passes build a graph (the authors do not wrap them in no_grad).
+    """
+    b, layers = x.shape[0], list(t.nce_layers)
+    amp = torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast)
+    lambda_sup = lambda_sup_schedule(epoch, total_epochs)
+    gamma = hdce_gamma_schedule(epoch, total_epochs, gamma_start=t.gamma_start, gamma_end=t.gamma_end)
+    with amp:
+        fake = nets.G(torch.cat([x, y]))
+        fake_x, fake_y = fake[:b], fake[b:]
+        fake_xp = nets.G(xp)
+
+    set_requires_grad(nets.D_U, True)
+    set_requires_grad(nets.D_P, True)
+    with amp:
+        loss_d_u = 0.5 * (lsgan_loss(nets.D_U(fake_x.detach()).float(), False) + lsgan_loss(nets.D_U(y).float(), True))
+    nets.optimizers["D_U"].zero_grad(set_to_none=True)
+    loss_d_u.backward()
+    nets.optimizers["D_U"].step()
+    with amp:
+        loss_d_p = 0.5 * (
+            lsgan_loss(nets.D_P(torch.cat([xp, fake_xp.detach()], 1)).float(), False)
+            + lsgan_loss(nets.D_P(torch.cat([xp, yp], 1)).float(), True)
+        )
+    nets.optimizers["D_P"].zero_grad(set_to_none=True)
+    loss_d_p.backward()
+    nets.optimizers["D_P"].step()
+
+    set_requires_grad(nets.D_U, False)
+    set_requires_grad(nets.D_P, False)
+
+    def encode(img: torch.Tensor) -> list[torch.Tensor]:
+        return [f.float() for f in nets.G(img, layers=layers, encode_only=True)]
+
+    with amp:
+        loss_gan = lsgan_loss(nets.D_U(fake_x).float(), True)
+        loss_gan_p = lsgan_loss(nets.D_P(torch.cat([xp, fake_xp], 1)).float(), True)
+        q_x, ids = nets.F(encode(fake_x), t.num_patches, generator=generator)
+        k_x, _ = nets.F([f.detach() for f in encode(x)], t.num_patches, patch_ids=ids)
+        loss_src = src_loss_layers(q_x, k_x)
+        loss_hdce, _ = hdce_loss_layers(q_x, k_x, [hard_negative_weights(k, gamma=gamma) for k in k_x], tau=t.nce_tau)
+        q_y, _ = nets.F(encode(fake_y), t.num_patches, patch_ids=ids)
+        k_y, _ = nets.F([f.detach() for f in encode(y)], t.num_patches, patch_ids=ids)
+        loss_hdce_y, _ = hdce_loss_layers(q_y, k_y, [hard_negative_weights(k, gamma=gamma) for k in k_y], tau=t.nce_tau)
+        k_s, ids_s = nets.F_s([f.detach() for f in encode(yp)], t.num_patches, generator=generator)
+        q_s, _ = nets.F_s(encode(fake_xp), t.num_patches, patch_ids=ids_s)
+        loss_style = style_patch_nce(q_s, k_s, tau=t.nce_tau)
+        loss_g = (
+            t.lambda_gan * loss_gan
+            + t.lambda_src * loss_src
+            + t.lambda_hdce * 0.5 * (loss_hdce + loss_hdce_y)
+            + lambda_sup * (t.lambda_gan_p * loss_gan_p + t.lambda_style * loss_style)
+        )
+    for name in ("G", "F", "F_s"):
+        nets.optimizers[name].zero_grad(set_to_none=True)
+    loss_g.backward()
+    for name in ("G", "F", "F_s"):
+        nets.optimizers[name].step()
+
+
+STEPS = {"ours": translator_step, "authors": authors_layout_step}
 
 
 def bench_training(
@@ -72,7 +148,9 @@ def bench_training(
     channels_last: bool,
     compile: bool = False,
     clock: str = "wall",
+    layout: str = "ours",
 ) -> dict:
+    step = STEPS[layout]
     cfg = load_config(None, [f"translator.precision={precision}", f"data.load_size={size}", f"data.crop_size={size}"])
     t = cfg.translator
     torch.manual_seed(0)
@@ -87,20 +165,17 @@ def bench_training(
     g = torch.Generator().manual_seed(0)
     imgs = [(torch.rand(batch, 3, size, size, generator=g) * 2 - 1).to(device).contiguous(memory_format=fmt) for _ in range(4)]
     autocast = precision == "bf16" and device.type == "cuda"
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    times, now = [], CLOCKS[clock]
-    for i in range(warmup + steps):
-        _sync(device)
-        start = now()
-        translator_step(nets, *imgs, t=t, epoch=1, total_epochs=20, generator=torch.Generator().manual_seed(i), autocast=autocast)
-        _sync(device)
-        if i >= warmup:
-            times.append(now() - start)
-    step_s = sorted(times)[len(times) // 2]
-    flops = step_flops(nets, imgs, t, autocast) if not compile else float("nan")
-    out = {
+    peak = PeakMemory(device)
+
+    def run(i: int) -> None:
+        step(nets, *imgs, t=t, epoch=1, total_epochs=20, generator=torch.Generator().manual_seed(i), autocast=autocast)
+
+    times = timed(run, device, steps, warmup, clock, peak)
+    step_s = median(times)
+    flops = step_flops(step, nets, imgs, t, autocast) if not compile else float("nan")
+    return {
         "kind": "train_step",
+        "layout": layout,
         "size": size,
         "batch": batch,
         "precision": precision,
@@ -113,9 +188,9 @@ def bench_training(
         "img_per_s": round(batch / step_s, 4),
         "tflop_per_step": round(flops / 1e12, 4),
         "achieved_tflop_s": round(flops / step_s / 1e12, 3),
-        "peak_mem_mib": round(torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else _peak_rss_mib(), 1),
+        "threads": torch.get_num_threads(),
+        **peak.fields(),
     }
-    return out
 
 
 def bench_inference(size: int, batch: int, precision: str, device: torch.device, steps: int, warmup: int, clock: str = "wall") -> dict:
@@ -123,16 +198,8 @@ def bench_inference(size: int, batch: int, precision: str, device: torch.device,
     G = build_networks(cfg.translator)["G"].to(device).eval()
     x = torch.rand(batch, 3, size, size, device=device) * 2 - 1
     autocast = precision == "bf16" and device.type == "cuda"
-    times, now = [], CLOCKS[clock]
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-        for i in range(warmup + steps):
-            _sync(device)
-            start = now()
-            G(x)
-            _sync(device)
-            if i >= warmup:
-                times.append(now() - start)
-    s = sorted(times)[len(times) // 2]
+        s = median(timed(lambda i: G(x), device, steps, warmup, clock))
     return {
         "kind": "inference",
         "size": size,
@@ -157,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile G, D_U and D_P")
     p.add_argument("--skip-inference", action="store_true")
+    p.add_argument("--layout", choices=["ours", "authors", "both"], default="ours",
+                   help="time our step, the authors' call pattern (the baseline), or both, alternating per size/batch")
     p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                    help="wall time, or this process's CPU time (--device cpu --threads 1 on a shared machine)")
     p.add_argument("--json-out", default="")
@@ -175,8 +244,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for size in args.size:
         for batch in args.batch:
-            rows.append(bench_training(size, batch, args.precision, device, args.steps, args.warmup, args.channels_last, args.compile, args.clock))
-            print(json.dumps(rows[-1]), flush=True)
+            for layout in ("ours", "authors") if args.layout == "both" else (args.layout,):
+                rows.append(
+                    bench_training(
+                        size, batch, args.precision, device, args.steps, args.warmup, args.channels_last, args.compile, args.clock, layout
+                    )
+                )
+                print(json.dumps(rows[-1]), flush=True)
             if not args.skip_inference:
                 rows.append(bench_inference(size, batch, args.precision, device, args.steps, args.warmup, args.clock))
                 print(json.dumps(rows[-1]), flush=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import sys
 import time
 from datetime import date
@@ -65,3 +66,65 @@ def append_json_lines(path: str, rows: Iterable[dict]) -> None:
     with open(path, "a") as f:
         for row in rows:
             f.write(json.dumps(row) + "\n")
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (timings of asynchronous CUDA calls are otherwise wrong)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class PeakMemory:
+    """Peak memory of the timed steps ("steady": GPU peak after the warmup calls, so cuDNN's
+    autotuning workspaces under cudnn.benchmark are left out) and including the warmup.
+    On CPU both are the process's peak RSS (it cannot be reset)."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.steady, self.with_warmup = device, 0.0, 0.0
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+
+    def _current(self) -> float:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    def after_warmup(self) -> None:
+        self.with_warmup = max(self.with_warmup, self._current())
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def after_timed(self) -> None:
+        self.steady = max(self.steady, self._current())
+        self.with_warmup = max(self.with_warmup, self.steady)
+
+    def fields(self) -> dict[str, float]:
+        return {"peak_mem_mib": round(self.steady, 1), "peak_mem_mib_incl_warmup": round(self.with_warmup, 1)}
+
+
+def timed(fn, device: torch.device, steps: int, warmup: int, clock: str = "wall", peak: PeakMemory | None = None) -> list[float]:
+    """Seconds of each of ``steps`` calls ``fn(i)`` after ``warmup`` untimed ones.
+
+    The minimum is the better estimate on a machine shared with other jobs; with
+    ``clock="cpu"`` (CPU device, one thread) the time is the process's CPU time, which other
+    jobs on the machine do not inflate.
+    """
+    now = CLOCKS[clock]
+    times = []
+    for i in range(warmup + steps):
+        if i == warmup and peak is not None:
+            peak.after_warmup()
+        sync(device)
+        start = now()
+        fn(i)
+        sync(device)
+        if i >= warmup:
+            times.append(now() - start)
+    if peak is not None:
+        peak.after_timed()
+    return times
+
+
+def median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
