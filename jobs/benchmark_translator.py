@@ -23,6 +23,7 @@ import torch
 
 from scenimefy.benchmarking import CLOCKS, PeakMemory, append_json_lines, check_clock, machine_header, median, timed
 from scenimefy.config import TranslatorConfig, load_config
+from scenimefy.host import configure_process
 from scenimefy.losses import hard_negative_weights, hdce_loss_layers, lsgan_loss, src_loss_layers, style_patch_nce
 from scenimefy.schedules import hdce_gamma_schedule, lambda_sup_schedule
 from scenimefy.stages.translator import TranslatorNets, build_networks, build_optimizers, set_requires_grad, translator_step
@@ -164,7 +165,7 @@ def bench_training(
     nets = TranslatorNets(**modules, optimizers=opts, schedulers=scheds)
     g = torch.Generator().manual_seed(0)
     imgs = [(torch.rand(batch, 3, size, size, generator=g) * 2 - 1).to(device).contiguous(memory_format=fmt) for _ in range(4)]
-    autocast = precision == "bf16" and device.type == "cuda"
+    autocast = precision == "bf16"
     peak = PeakMemory(device)
 
     def run(i: int) -> None:
@@ -197,7 +198,7 @@ def bench_inference(size: int, batch: int, precision: str, device: torch.device,
     cfg = load_config(None, [])
     G = build_networks(cfg.translator)["G"].to(device).eval()
     x = torch.rand(batch, 3, size, size, device=device) * 2 - 1
-    autocast = precision == "bf16" and device.type == "cuda"
+    autocast = precision == "bf16"
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
         s = median(timed(lambda i: G(x), device, steps, warmup, clock))
     return {
@@ -228,18 +229,19 @@ def main(argv: list[str] | None = None) -> int:
                    help="time our step, the authors' call pattern (the baseline), or both, alternating per size/batch")
     p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                    help="wall time, or this process's CPU time (--device cpu --threads 1 on a shared machine)")
+    p.add_argument("--allocator", choices=["heap", "default"], default="heap",
+                   help="CPU: keep freed memory in glibc's heap as training does (run.cpu_keep_heap), or glibc's default")
     p.add_argument("--json-out", default="")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    configure_process(device, torch_threads=args.threads, keep_heap=args.allocator == "heap")
     try:
         check_clock(args.clock, device)
     except ValueError as e:
         p.error(str(e))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    header = machine_header(device)
+    header = machine_header(device, allocator=args.allocator if device.type == "cpu" else "cuda")
     print(json.dumps(header), flush=True)
     rows = []
     for size in args.size:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from scenimefy.config import Config, ConfigError, dump_yaml, load_config
 

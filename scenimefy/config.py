@@ -40,6 +40,7 @@ class RunConfig:
     mlflow_tracking_uri: str = ""  # empty: $MLFLOW_TRACKING_URI, else sqlite under the run dir
     mlflow_experiment: str = "scenimefy"
     torch_threads: int = 0  # intra-op threads per worker; 0 = torch's default
+    cpu_keep_heap: bool = True  # CPU training: glibc keeps freed memory for reuse (no per-step page faults; scenimefy/host.py)
 
 
 @dataclass
@@ -89,7 +90,7 @@ class TranslatorConfig:
     batch_size_per_worker: int = 1
     steps_per_epoch: int = 0  # 0: max(|X|, |Y|) // global batch (the authors' epoch)
     max_steps: int = 0  # stop after this many steps (0: run all epochs); for demos and tests
-    precision: str = "fp32"  # fp32 | bf16 (autocast on GPU)
+    precision: str = "fp32"  # fp32 | bf16 autocast (GPU; or a CPU with bf16 instructions, AVX512-BF16/AMX)
     channels_last: bool = False  # channels_last memory format (GPU)
     compile: bool = False  # torch.compile G, D_U and D_P (1.4x on an H100 at batch 16; slow first steps)
     init_from: str = ""  # start from these generator weights (ours or Shinkai_net_G.pth), counters at 0

@@ -41,15 +41,12 @@ DEMO_SIZE = 64  # demo images and the translator's resolution
 DEMO_DATA = dict(n_photos=160, n_anime=160, n_pairs=0, n_test=8, size=DEMO_SIZE, seed=0)  # no procedural pairs: stage 2 makes them
 DEMO_OVERRIDES = (
     "run.name=procedural",  # not "demo": the stage-3-only demo of earlier versions used it, and a run name resumes
-    # Stage 0: 200 steps at global batch 4. The tiny preset's EMA half-life (10 kimg) would leave
-    # G_ema, the generator stages 1-2 read, at its random initialisation after 0.8 kimg: track G.
+    # Stage 0: 200 steps at global batch 4 (the tiny preset's G_ema tracks G: 0.02 kimg half-life).
     "pretrain.total_kimg=0.8",
-    "pretrain.ema_half_life_kimg=0.02",
     "pretrain.sample_every_kimg=0.4",
     "pretrain.checkpoint_every_kimg=0.8",
-    # Stage 1: 80 iterations, EMA tracking G_t for the same reason.
+    # Stage 1: 80 iterations.
     "finetune.iterations=80",
-    "finetune.ema_half_life_kimg=0.02",
     "finetune.sample_every=40",
     "finetune.checkpoint_every=80",
     # Stage 2: one pseudo pair per photo. The random Mask2Former scores every pair at about

@@ -28,6 +28,18 @@ def resolve_tracking_uri(configured: str, run_dir: str | os.PathLike) -> str:
     return f"sqlite:///{run_dir / 'mlflow.db'}"
 
 
+def artifact_location_for(tracking_uri: str) -> str | None:
+    """Artifacts of a SQLite store live beside its database file.
+
+    MLflow's default for a SQLite store is ./mlruns of whatever directory the process happens
+    to run in (a Ray worker's, say); a tracking server or a file store decide for themselves.
+    """
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    db = Path(tracking_uri[len("sqlite:///") :])
+    return (db.parent / "mlartifacts").absolute().as_uri()
+
+
 def _quiet_env() -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -42,7 +54,7 @@ def find_or_create_run(
 
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(experiment, artifact_location=artifact_location_for(tracking_uri))
     found = client.search_runs([exp_id], filter_string=f"tags.`{RUN_NAME_TAG}` = '{run_name}'", max_results=1)
     if found:
         return found[0].info.run_id

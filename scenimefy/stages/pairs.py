@@ -50,6 +50,7 @@ import numpy as np
 import torch
 
 from scenimefy.config import PriorsConfig
+from scenimefy.host import configure_process
 from scenimefy.images import atomic_path, from_uint8, image_grid, save_image_atomic, to_uint8
 from scenimefy.models.rosinality import build_from_rosinality, load_rosinality_checkpoint
 from scenimefy.models.stylegan2 import Generator
@@ -127,11 +128,6 @@ def resolve_device(device: str) -> torch.device:
     return torch.device("cpu")
 
 
-def _set_threads(torch_threads: int) -> None:
-    if torch_threads > 0:
-        torch.set_num_threads(torch_threads)
-
-
 # ----------------------------------------------------------------------------------------
 # Generation: seeds -> pairs
 
@@ -169,7 +165,7 @@ class PairGenerator:
         device: str = "cpu",
         torch_threads: int = 0,
     ):
-        _set_threads(torch_threads)
+        configure_process(resolve_device(device), torch_threads=torch_threads)
         g_s, g_t = load_generator_pair(source_checkpoint, target_checkpoint)
         self._setup(g_s, g_t, truncation, mean_latent_samples, share_noise, group, resolve_device(device))
 
@@ -258,7 +254,7 @@ class PairScorer:
         device: str = "cpu",
         torch_threads: int = 0,
     ):
-        _set_threads(torch_threads)
+        configure_process(resolve_device(device), torch_threads=torch_threads)
         scorer = SemanticScorer.from_priors(PriorsConfig(**priors), resolve_device(device), precision=precision)
         self._setup(scorer, threshold, min_classes)
 

@@ -30,9 +30,10 @@ import torch
 from torch import Tensor, nn
 
 from scenimefy import checkpoint as ckpt
-from scenimefy.config import Config, FinetuneConfig, PretrainConfig, StyleGANConfig, dump_yaml, to_dict
+from scenimefy.config import Config, FinetuneConfig, PretrainConfig, RunConfig, StyleGANConfig, dump_yaml, to_dict
 from scenimefy.data.streams import BatchSource, Stream, StreamPosition
 from scenimefy.data.transforms import random_crop_flip
+from scenimefy.host import configure_process
 from scenimefy.images import image_grid, to_uint8
 from scenimefy.losses.clip_losses import clip_distance, clip_patch_nce, random_patch_corners
 from scenimefy.losses.stylegan import (
@@ -503,10 +504,9 @@ def _real_batch(stream: Stream, *, size: int, flip: bool, generator: torch.Gener
     return real.to(device, non_blocking=True)
 
 
-def _setup(run_seed: int, threads: int) -> None:
-    torch.manual_seed(run_seed)  # identical initial weights on every rank
-    if threads > 0:
-        torch.set_num_threads(threads)
+def _setup(run: RunConfig, device: torch.device) -> None:
+    torch.manual_seed(run.seed)  # identical initial weights on every rank
+    configure_process(device, torch_threads=run.torch_threads, keep_heap=run.cpu_keep_heap)
 
 
 def _save_checkpoint(
@@ -592,7 +592,7 @@ def train_pretrain(cfg: Config, sources: dict[str, BatchSource], ctx: WorkerCont
     ema_decay = ema_beta(global_batch, half_life_kimg=p.ema_half_life_kimg)
 
     # Initialise: seeds derive from (seed, rank, step); the global RNG only seeds init.
-    _setup(run.seed, run.torch_threads)
+    _setup(run, device)
     autocast = p.precision == "bf16" and device.type == "cuda"
 
     # Build networks (identical on every rank), then resume or start from weights.
@@ -734,7 +734,7 @@ def train_finetune(
         random_patch_corners(s.size, f.patch_size, f.patch_count, torch.Generator())  # validates the sizes
 
     # Initialise.
-    _setup(run.seed, run.torch_threads)
+    _setup(run, device)
     autocast = f.precision == "bf16" and device.type == "cuda"
 
     # Build networks from the source (or the checkpoint), then freeze G_t before DDP wraps it.

@@ -22,6 +22,7 @@ from scenimefy import checkpoint as ckpt
 from scenimefy.config import Config, TranslatorConfig, dump_yaml, to_dict
 from scenimefy.data.streams import BatchSource, Stream, StreamPosition
 from scenimefy.data.transforms import random_crop_flip
+from scenimefy.host import configure_process
 from scenimefy.images import image_grid, to_uint8
 from scenimefy.inference import load_translator, save_translator_snapshot
 from scenimefy.losses import hard_negative_weights, hdce_loss_layers, lsgan_loss, src_loss_layers, style_patch_nce
@@ -266,9 +267,8 @@ def train_translator(
 
     # Initialise: seeds derive from (seed, rank, step); the global RNG only seeds init.
     torch.manual_seed(run.seed)
-    if run.torch_threads > 0:
-        torch.set_num_threads(run.torch_threads)
-    autocast = t.precision == "bf16" and device.type == "cuda"
+    configure_process(device, torch_threads=run.torch_threads, keep_heap=run.cpu_keep_heap)
+    autocast = t.precision == "bf16"  # on the CPU too: it pays where the CPU has bf16 instructions
     memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
 
     # Build networks; identical initial weights on every rank (same seed).
