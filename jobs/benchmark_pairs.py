@@ -239,9 +239,9 @@ def main(argv: list[str] | None = None) -> int:
           "speedup_vs_serial": batched["pairs_per_s"] / serial["pairs_per_s"], "speedup_per_repeat": ratios})  # fmt: skip
 
     if not args.no_ray and args.ray_pools:
-        try:
-            import ray  # noqa: F401
-        except ImportError:
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
             print("# Ray is not installed: skipping the Ray Data measurements", file=sys.stderr)
         else:
             with tempfile.TemporaryDirectory(prefix="bench-pairs-") as d:

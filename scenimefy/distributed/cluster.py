@@ -17,11 +17,14 @@ def quiet_env() -> None:
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
 
 
-def init_ray(*, num_cpus_needed: float = 0, include_dashboard: bool | None = False) -> None:
+def init_ray(*, num_cpus_needed: float = 0, include_dashboard: bool | None = True) -> None:
     """Join the cluster named by RAY_ADDRESS (or a job's cluster), else start a local one.
 
     A local cluster gets at least `num_cpus_needed` logical CPUs, so Train workers plus Ray
-    Data tasks never starve each other on a small machine (RAY.md 0.4).
+    Data tasks never starve each other on a small machine (RAY.md 0.4). It runs the dashboard:
+    Ray Train's placement-group cleaner polls the State API behind it (without it the cleaner
+    prints a warning every few seconds and cannot free a stopped run's resources), and users
+    get the dashboard at http://127.0.0.1:8265.
     """
     quiet_env()
     import ray

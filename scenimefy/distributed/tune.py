@@ -566,7 +566,7 @@ def run_sweep(cfg: Config, *, callbacks: Sequence[Any] = (), dry_run: bool = Fal
             "asha": {"time_attr": TIME_ATTR, "max_t": total_epochs, "grace_period": cfg.tune.grace_period,
                      "reduction_factor": cfg.tune.reduction_factor, "metric": cfg.tune.metric},
         }
-    init_ray(num_cpus_needed=needed_cpus, include_dashboard=True)
+    init_ray(num_cpus_needed=needed_cpus)  # with the dashboard: ASHA's stops free resources through it
     import ray
 
     plan = plan_trials(base, ray.cluster_resources())
