@@ -17,10 +17,9 @@ Why the settings in DEMO_OVERRIDES (measured on the 2-core CPU machine, see each
   came out as the same blurred anime palette, the layout of the photo lost; with 1.0, the
   weight CUT gives its PatchNCE content loss, horizons, ridges and lakes roughly keep their place.
 - Batch 2 per worker: batch 1 (same 300 steps) kept less of the layout.
-- Measured on this 2-core machine while it was shared with other jobs (load 3-11): stage 0
-  195 s, stage 1 132 s, stage 2 57 s, stage 3 709 s, 19 minutes in all. When the machine was
-  free for a moment, stage 3 ran at 4.4-4.9 img/s instead of 1.5 (and stages 0-1 at about 2x
-  their loaded speed): about 8-9 minutes in all on an idle 2-core machine, most of it stage 3.
+- Measured on an idle 2-core machine (2026-12-01): stage 0 60 s, stage 1 47 s, stage 2 26 s,
+  stage 3 258 s, 6 min 41 s for the demo (6 min 47 s for the command). Shared with other jobs
+  (load 3-11) it took 19 minutes.
 """
 
 from __future__ import annotations
