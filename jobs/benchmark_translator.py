@@ -161,7 +161,8 @@ def bench_training(
         m.to(device, memory_format=fmt)
     opts, scheds = build_optimizers(modules, t)
     if compile:
-        modules = {k: (torch.compile(m) if k in ("G", "D_U", "D_P") else m) for k, m in modules.items()}
+        torch._dynamo.reset()  # each configuration compiles afresh, as a training run would
+        modules = {k: (torch.compile(m, dynamic=False) if k in ("G", "D_U", "D_P") else m) for k, m in modules.items()}
     nets = TranslatorNets(**modules, optimizers=opts, schedulers=scheds)
     g = torch.Generator().manual_seed(0)
     imgs = [(torch.rand(batch, 3, size, size, generator=g) * 2 - 1).to(device).contiguous(memory_format=fmt) for _ in range(4)]

@@ -86,7 +86,10 @@ class Upsample(nn.Module):
         self.register_buffer("filt", filt[None, None].repeat(channels, 1, 1, 1))
 
     def forward(self, x: Tensor) -> Tensor:
-        x = F.pad(x, (1, 1, 1, 1), mode="replicate")
+        # replicate pad 1, written as concatenation: torch.compile on the CPU (torch 2.14) fails
+        # on replication_pad2d_backward's stride metadata; the values are the same
+        x = torch.cat([x[:, :, :1], x, x[:, :, -1:]], dim=2)
+        x = torch.cat([x[:, :, :, :1], x, x[:, :, :, -1:]], dim=3)
         y = F.conv_transpose2d(x, self.filt, stride=2, padding=2, groups=x.shape[1])  # (B, C, 2H+2, 2W+2)
         return y[:, :, 1:-1, 1:-1]
 

@@ -294,7 +294,9 @@ def train_translator(
         m.to(device, memory_format=memory_format)
     wrapped = {name: ctx.wrap_ddp(m) for name, m in bare.items()}
     if t.compile:  # opt-in: compiled wrappers share the parameters of `bare`
-        wrapped.update({name: torch.compile(wrapped[name]) for name in ("G", "D_U", "D_P")})
+        # static shapes: a step calls G at two batch sizes, and inductor (torch 2.14) fails on
+        # some dynamic-shape graphs of this network; each shape compiles once instead
+        wrapped.update({name: torch.compile(wrapped[name], dynamic=False) for name in ("G", "D_U", "D_P")})
     optimizers, schedulers = build_optimizers(bare, t)
     if state is not None:
         for name in NETWORKS:
