@@ -52,7 +52,7 @@ def test_submit_builds_entrypoint_and_runtime_env(monkeypatch):
     env = job["runtime_env"]
     assert env["working_dir"] == str(REPO)
     assert env["pip"] == ["lpips==0.1.4"]
-    assert env["env_vars"] == {"MLFLOW_TRACKING_URI": "http://mlflow.example:5000", "FOO": "bar"}
+    assert env["env_vars"] == {"MLFLOW_TRACKING_URI": "http://mlflow.example:5000", "FOO": "bar", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
     assert "/runs" in env["excludes"] and "/mlruns" in env["excludes"]
     assert job["submission_id"] == "s-1" and job["metadata"] == {"scenimefy.workload": "train"}
 

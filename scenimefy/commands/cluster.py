@@ -32,6 +32,7 @@ from typing import Any, Iterator
 from urllib.parse import urlsplit
 
 from scenimefy.config import ConfigError
+from scenimefy.distributed.cluster import TRAIN_PRINT_AS_IS
 from scenimefy.jobs_runner import WORKLOADS, check_available, check_gpus, parse_job_args, resolve_config
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
@@ -207,6 +208,7 @@ def build_job(args: argparse.Namespace) -> dict[str, Any]:
     if args.pip:
         runtime_env["pip"] = list(args.pip)
     env = parse_env(args.env)
+    env.setdefault(*TRAIN_PRINT_AS_IS)  # the cluster's workers: one copy of each progress line
     if args.allow_autoscale:  # new GPU nodes take minutes to join: let Ray Train wait for them
         env.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", str(AUTOSCALE_START_TIMEOUT_S))
     if env:

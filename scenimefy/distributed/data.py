@@ -186,6 +186,20 @@ def _prepare(rows: list[dict], *, uri: str, size: int, cache_dir: str, what: str
     return prepared
 
 
+def training_dataset(prepared: PreparedSet, columns: list[str]):
+    """A prepared Parquet set as a Ray Train dataset, without Ray Data's progress bars.
+
+    Every pass of a training stream re-executes its dataset, so each epoch of each stream drew
+    a new set of bars from every worker's split coordinator: thousands of lines that buried the
+    stage's own progress lines. Stage 2 (one long Ray Data job) keeps its bars.
+    """
+    import ray.data
+
+    ds = ray.data.read_parquet(prepared.path).select_columns(columns)
+    ds.context.enable_progress_bars = False
+    return ds
+
+
 # ----------------------------------------------------------------------------------------
 # Worker side: a Ray Data shard as a BatchSource
 

@@ -27,7 +27,7 @@ from scenimefy.distributed.cluster import (
     run_dir_of,
     storage_path_of,
 )
-from scenimefy.distributed.data import PreparedSet, ShardSource, list_images, prepare_images
+from scenimefy.distributed.data import PreparedSet, ShardSource, list_images, prepare_images, training_dataset
 from scenimefy.losses.clip_losses import random_patch_corners
 from scenimefy.stages.context import WorkerContext
 from scenimefy.stages.stylegan import (
@@ -231,7 +231,7 @@ def _fit(
             failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures),
             callbacks=callbacks or [],
         ),
-        datasets={dataset_name: ray.data.read_parquet(prepared.path).select_columns(["image"])},
+        datasets={dataset_name: training_dataset(prepared, ["image"])},
         dataset_config=ray.train.DataConfig(datasets_to_split="all"),
     )
     result = fit_or_fail(trainer, tracker, f"{stage} run {name!r}")

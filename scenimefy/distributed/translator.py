@@ -24,6 +24,7 @@ from scenimefy.distributed.data import (
     match_pairs,
     prepare_images,
     prepare_pairs,
+    training_dataset,
 )
 from scenimefy.tracking import MlflowTracker, find_or_create_run, resolve_tracking_uri
 
@@ -123,9 +124,9 @@ def train_translator_on_ray(cfg: Config, *, callbacks: list | None = None, paren
     tracker.log_text(_config_yaml(cfg), "config.yaml")
 
     datasets = {
-        "photos": ray.data.read_parquet(prepared["photos"].path).select_columns(["image"]),
-        "anime": ray.data.read_parquet(prepared["anime"].path).select_columns(["image"]),
-        "pairs": ray.data.read_parquet(prepared["pairs"].path).select_columns(["image_a", "image_b"]),
+        "photos": training_dataset(prepared["photos"], ["image"]),
+        "anime": training_dataset(prepared["anime"], ["image"]),
+        "pairs": training_dataset(prepared["pairs"], ["image_a", "image_b"]),
     }
     resources = {"CPU": cfg.run.cpus_per_worker}
     if cfg.run.use_gpu:
