@@ -10,17 +10,17 @@ from pathlib import Path
 import torch
 
 
+# Ray Train 2.60 turns a worker's print into a log record and, when sys.stdout is wrapped (it is
+# in our workers), also prints it: every progress line reached the driver twice. Print as is.
+TRAIN_PRINT_AS_IS = ("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+
+
 def quiet_env() -> None:
     """Offline/CI hygiene for Ray and MLflow (set before `import ray` where possible)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     os.environ.setdefault(*TRAIN_PRINT_AS_IS)
-
-
-# Ray Train 2.60 turns a worker's print into a log record and, when sys.stdout is wrapped (it is
-# in our workers), also prints it: every progress line reached the driver twice. Print as is.
-TRAIN_PRINT_AS_IS = ("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
 
 
 def init_ray(*, num_cpus_needed: float = 0, include_dashboard: bool | None = True) -> None:

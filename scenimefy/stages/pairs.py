@@ -165,7 +165,7 @@ class PairGenerator:
         device: str = "cpu",
         torch_threads: int = 0,
     ):
-        configure_process(resolve_device(device), torch_threads=torch_threads)
+        configure_process(resolve_device(device), torch_threads=torch_threads, keep_heap=False)  # inference: glibc as it comes
         g_s, g_t = load_generator_pair(source_checkpoint, target_checkpoint)
         self._setup(g_s, g_t, truncation, mean_latent_samples, share_noise, group, resolve_device(device))
 
@@ -254,7 +254,7 @@ class PairScorer:
         device: str = "cpu",
         torch_threads: int = 0,
     ):
-        configure_process(resolve_device(device), torch_threads=torch_threads)
+        configure_process(resolve_device(device), torch_threads=torch_threads, keep_heap=False)  # inference: glibc as it comes
         scorer = SemanticScorer.from_priors(PriorsConfig(**priors), resolve_device(device), precision=precision)
         self._setup(scorer, threshold, min_classes)
 
