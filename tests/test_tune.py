@@ -184,6 +184,32 @@ def test_best_trial_prefers_those_that_trained_every_epoch():
         choose_best(table[3:], metric="objective", total_epochs=3)
 
 
+def test_stopped_trials_are_closed_as_killed_even_when_their_run_closed_itself_as_failed(tmp_path):
+    """ASHA's stop sometimes interrupts fit() in time for the trial to mark its own run FAILED."""
+    from mlflow.tracking import MlflowClient
+
+    from scenimefy.distributed.tune import _finish_mlflow
+    from scenimefy.tracking import find_or_create_run, resolve_tracking_uri
+
+    uri = resolve_tracking_uri("", tmp_path)
+    parent = find_or_create_run(uri, "scenimefy", "sweep")
+    client = MlflowClient(uri)
+    runs = {tid: find_or_create_run(uri, "scenimefy", f"sweep-{tid}", parent_run_id=parent) for tid in ("a", "b", "c", "d")}
+    client.set_terminated(runs["b"], status="FAILED")  # stopped by ASHA, but its trainable saw the stop as an error
+    client.set_terminated(runs["c"], status="FINISHED")  # completed, and closed itself
+    table = [
+        {"trial_id": "a", "status": "STOPPED_EARLY"},
+        {"trial_id": "b", "status": "STOPPED_EARLY"},
+        {"trial_id": "c", "status": "COMPLETED"},
+        {"trial_id": "d", "status": "ERROR"},
+    ]
+    _finish_mlflow(uri, parent, table, {"trial_id": "c", "objective": 1.0}, "objective", [])
+    status = {tid: client.get_run(run_id).info.status for tid, run_id in runs.items()}
+    assert status == {"a": "KILLED", "b": "KILLED", "c": "FINISHED", "d": "FAILED"}
+    assert client.get_run(runs["b"]).data.tags["tune.status"] == "STOPPED_EARLY"
+    assert client.get_run(parent).info.status == "FINISHED" and client.get_run(parent).data.tags["best_trial"] == "c"
+
+
 def test_a_searched_threshold_is_a_filter_over_the_manifest_built_once(tmp_path):
     from scenimefy.data.demo_scenes import write_demo_dataset
     from scenimefy.distributed.tune import selected_pairs

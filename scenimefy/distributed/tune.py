@@ -793,7 +793,9 @@ def _finish_mlflow(tracking_uri: str, parent_run_id: str, table: Sequence[dict],
         if status is None:
             continue
         client.set_tag(child.info.run_id, "tune.status", status)
-        if child.info.status == "RUNNING":  # a Train run Tune stopped never closes its own MLflow run
+        # A Train run that Tune stopped either never closes its own MLflow run or, when the stop
+        # interrupts fit() in time, closes it as FAILED (a race): either way it was stopped.
+        if child.info.status == "RUNNING" or (status == "STOPPED_EARLY" and child.info.status != "KILLED"):
             closed = {"STOPPED_EARLY": "KILLED", "ERROR": "FAILED", "COMPLETED": "FINISHED"}[status]
             client.set_terminated(child.info.run_id, status=closed)
     parent.finish("FINISHED")
