@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(e))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    header = machine_header(device, allocator=args.allocator if device.type == "cpu" else "cuda")
+    header = machine_header(device, allocator=args.allocator if device.type == "cpu" else None)
     print(json.dumps(header), flush=True)
     rows = []
     for size in args.size:

@@ -23,7 +23,7 @@ def quiet_env() -> None:
     os.environ.setdefault(*TRAIN_PRINT_AS_IS)
 
 
-def init_ray(*, num_cpus_needed: float = 0, include_dashboard: bool | None = True) -> None:
+def init_ray(*, num_cpus_needed: float = 0) -> None:
     """Join the cluster named by RAY_ADDRESS (or a job's cluster), else start a local one.
 
     A local cluster gets at least `num_cpus_needed` logical CPUs, so Train workers plus Ray
@@ -46,7 +46,7 @@ def init_ray(*, num_cpus_needed: float = 0, include_dashboard: bool | None = Tru
         address="local",
         num_cpus=cpus,
         num_gpus=torch.cuda.device_count(),
-        include_dashboard=include_dashboard,
+        include_dashboard=True,
         log_to_driver=True,
     )
 
