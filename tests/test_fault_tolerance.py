@@ -200,3 +200,32 @@ def test_killed_worker_resumes_from_last_checkpoint():
         shutil.rmtree(root, ignore_errors=True)
     assert mlflow_server.proc.poll() is not None
     assert leftovers == [], f"processes of the test cluster still running: {leftovers}"
+
+
+def test_each_rank_reads_its_own_copy_of_a_remote_checkpoint(tmp_path):
+    # Ray hands every rank the same Checkpoint; its to_directory() folder is shared, and a rank
+    # that downloads late rewrote the files another rank was loading (a flaky resume).
+    import pickle
+
+    import pyarrow.fs
+    import ray.train
+
+    from scenimefy.distributed.cluster import checkpoint_folder
+
+    (tmp_path / "ckpt").mkdir()
+    payload = os.urandom(1 << 16)
+    (tmp_path / "ckpt" / "state.pt").write_bytes(payload)
+    local = ray.train.Checkpoint(str(tmp_path / "ckpt"))
+    assert checkpoint_folder(local, 0) == str(tmp_path / "ckpt")  # read in place, nothing copied
+
+    # A filesystem that is not pyarrow's LocalFileSystem is downloaded, as s3:// or gs:// would be.
+    remote = ray.train.Checkpoint("ckpt", filesystem=pyarrow.fs.SubTreeFileSystem(str(tmp_path), pyarrow.fs.LocalFileSystem()))
+    rank0, rank1 = (pickle.loads(pickle.dumps(remote)) for _ in range(2))
+    shared = rank0.to_directory()
+    try:
+        assert rank1.to_directory() == shared  # Ray's default folder: one for all ranks
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+    folders = [checkpoint_folder(rank0, 0), checkpoint_folder(rank1, 1)]
+    assert folders[0] != folders[1]
+    assert all((Path(f) / "state.pt").read_bytes() == payload for f in folders)

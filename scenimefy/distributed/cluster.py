@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import inspect
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -91,7 +93,7 @@ def ray_worker_context(cfg, *, tracking_uri: str, mlflow_run_id: str, **extra):
 
     def latest_checkpoint() -> str | None:
         found = ray.train.get_checkpoint()
-        return found.to_directory() if found is not None else None
+        return checkpoint_folder(found, rank) if found is not None else None
 
     def wrap(module: torch.nn.Module) -> torch.nn.Module:
         return ray.train.torch.prepare_model(module, move_to_device=False, parallel_strategy_kwargs=ddp_kwargs())
@@ -107,6 +109,24 @@ def ray_worker_context(cfg, *, tracking_uri: str, mlflow_run_id: str, **extra):
         tracker=tracker,
         **extra,
     )
+
+
+def checkpoint_folder(checkpoint, rank: int) -> str:
+    """A local folder holding a Ray Train checkpoint, private to this worker's reading.
+
+    On a local filesystem (or NFS mounted on every node) that is the checkpoint's own folder:
+    nothing is copied. From remote storage each worker downloads its own copy (removed when the
+    worker exits). Not `checkpoint.to_directory()`: every rank gets the same Checkpoint object,
+    so they share its one temporary folder, and a rank that downloads late rewrites the files
+    another rank is reading ("PytorchStreamReader failed reading file data/N" on resume).
+    """
+    import pyarrow.fs
+
+    if isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
+        return checkpoint.path
+    folder = tempfile.mkdtemp(prefix=f"scenimefy-resume-rank{rank}-")
+    atexit.register(shutil.rmtree, folder, True)
+    return checkpoint.to_directory(folder)
 
 
 def run_dir_of(cfg) -> Path:
