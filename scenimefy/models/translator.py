@@ -344,16 +344,18 @@ class PatchProjection(nn.Module):
             raise ValueError(f"num_patches must be >= 1, got {num_patches}")
         embeddings, ids_out = [], []
         for i, (feat, mlp) in enumerate(zip(feats, self.mlps, strict=True)):
-            b, c, h, w = feat.shape
+            _, c, h, w = feat.shape
             if c != self.in_channels[i]:
                 raise ValueError(f"tap {i}: PatchProjection expects {self.in_channels[i]} channels, got {c}")
-            flat = feat.permute(0, 2, 3, 1).reshape(b, h * w, c)  # (B, HW, C)
             if patch_ids is None:
                 ids = torch.randperm(h * w, generator=generator)[: min(num_patches, h * w)]
             else:
                 ids = patch_ids[i]
             ids = ids.to(device=feat.device, dtype=torch.long)
-            x = mlp(flat[:, ids, :])  # (B, P, dim)
+            # Gather the P positions first, then transpose: (B, C, P) -> (B, P, C). Permuting
+            # the whole map first would copy B*C*H*W values to use P of the H*W positions.
+            patches = feat.flatten(2).index_select(2, ids).transpose(1, 2).contiguous()
+            x = mlp(patches)  # (B, P, dim)
             x = x / (x.norm(p=2, dim=-1, keepdim=True) + 1e-7)
             embeddings.append(x)
             ids_out.append(ids)
