@@ -8,6 +8,7 @@ from scenimefy.config import load_config
 from scenimefy.data.streams import ArraySource
 from scenimefy.stages.translator import (
     TranslatorNets,
+    assemble_nets,
     build_networks,
     build_optimizers,
     train_translator,
@@ -144,6 +145,39 @@ def test_lambda_sup_scales_only_the_generators_supervised_terms():
         assert torch.equal(pa, pb)
     m_on, _ = translator_step(a, *(torch.zeros(2, 3, 32, 32),) * 4, t=cfg_on.translator, epoch=2, total_epochs=2, generator=torch.Generator())
     assert m_on["lambda_sup"] == pytest.approx(np.cos(np.pi / 4))
+
+
+def test_g_step_calls_the_frozen_networks_without_their_gradients():
+    # The G step's discriminator calls and the y^p encoding go through `nets.frozen` (bare,
+    # not DDP-wrapped, compiled with the rest): D weights frozen, and no graph for y^p.
+    cfg = load_config(None, TINY)
+    nets = _nets(cfg)
+    calls = []
+
+    class Spy(torch.nn.Module):
+        def __init__(self, name, module):
+            super().__init__()
+            self.name, self.module = name, module
+
+        def forward(self, *args, **kwargs):
+            frozen = not any(p.requires_grad for p in self.module.parameters())
+            calls.append((self.name, torch.is_grad_enabled(), frozen, kwargs.get("encode_only", False)))
+            return self.module(*args, **kwargs)
+
+    nets.frozen = {name: Spy(name, m) for name, m in nets.frozen.items()}
+    _step(cfg, nets)
+    assert calls == [("D_U", True, True, False), ("D_P", True, True, False), ("G", False, False, True)]
+
+
+def test_assembled_nets_wrap_for_updates_and_keep_bare_networks_for_frozen_uses():
+    cfg = load_config(None, TINY)
+    bare = build_networks(cfg.translator)
+    opts, scheds = build_optimizers(bare, cfg.translator)
+    wrap = lambda m: torch.nn.Sequential(m)  # noqa: E731 - stands for DDP
+    nets = assemble_nets(bare, opts, scheds, wrap_ddp=wrap)
+    for name in ("G", "F", "F_s", "D_U", "D_P"):
+        assert isinstance(getattr(nets, name), torch.nn.Sequential) and getattr(nets, name)[0] is bare[name]
+    assert {name: m is bare[name] for name, m in nets.frozen.items()} == {"G": True, "D_U": True, "D_P": True}
 
 
 def test_step_metrics_and_d_updates():

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -57,6 +58,14 @@ class TranslatorNets:
     D_P: nn.Module  # conditional PatchGAN on (x^p, image)
     optimizers: dict[str, torch.optim.Optimizer]
     schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler]
+    # What the G step calls without updating: the discriminators (frozen) and G's encoder for
+    # y^p (no grad). Bare modules, not DDP-wrapped (no gradient of theirs is reduced);
+    # defaults to the unwrapped networks, `assemble_nets` compiles them with the rest.
+    frozen: dict[str, nn.Module] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("G", "D_U", "D_P"):
+            self.frozen.setdefault(name, ckpt.unwrap(getattr(self, name)))
 
     def modules(self) -> dict[str, nn.Module]:
         return {name: getattr(self, name) for name in NETWORKS}
@@ -77,16 +86,45 @@ def build_networks(t: TranslatorConfig) -> dict[str, nn.Module]:
 def build_optimizers(
     modules: dict[str, nn.Module], t: TranslatorConfig
 ) -> tuple[dict[str, torch.optim.Optimizer], dict[str, torch.optim.lr_scheduler.LRScheduler]]:
-    """Adam (lr, betas) per network; lr constant for n_epochs, then linear decay (CUT policy)."""
+    """Adam (lr, betas) per network; lr constant for n_epochs, then linear decay (CUT policy).
+
+    On a GPU, Adam's fused kernel (one launch per network instead of a few per tensor; the
+    same update). Build after moving the networks to their device.
+    """
     optimizers, schedulers = {}, {}
     for name, module in modules.items():
-        opt = torch.optim.Adam(module.parameters(), lr=t.lr, betas=(t.beta1, t.beta2))
+        params = list(module.parameters())
+        fused = bool(params) and all(p.is_cuda for p in params)
+        opt = torch.optim.Adam(params, lr=t.lr, betas=(t.beta1, t.beta2), fused=fused or None)
         optimizers[name] = opt
         # LambdaLR's counter is 0-based; lr_factor takes the 1-based epoch.
         schedulers[name] = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda e: lr_factor(e + 1, n_epochs=t.n_epochs, n_epochs_decay=t.n_epochs_decay)
         )
     return optimizers, schedulers
+
+
+def assemble_nets(
+    bare: dict[str, nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+    schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler],
+    *,
+    wrap_ddp: Callable[[nn.Module], nn.Module] = lambda m: m,
+    compile: bool = False,
+) -> TranslatorNets:
+    """The networks as a step uses them: DDP-wrapped for their updates and, with `compile`,
+    G, D_U, D_P and their frozen uses compiled (they hold nearly all of a step's FLOPs).
+
+    Compiled wrappers share the parameters of `bare`. Shapes are static: a step calls G at
+    two batch sizes, and inductor (torch 2.14) fails on some dynamic-shape graphs of this
+    network; each shape compiles once instead.
+    """
+    wrapped = {name: wrap_ddp(m) for name, m in bare.items()}
+    frozen = {name: bare[name] for name in ("G", "D_U", "D_P")}
+    if compile:
+        wrapped.update({name: torch.compile(wrapped[name], dynamic=False) for name in frozen})
+        frozen = {name: torch.compile(m, dynamic=False) for name, m in frozen.items()}
+    return TranslatorNets(**wrapped, optimizers=optimizers, schedulers=schedulers, frozen=frozen)
 
 
 def set_requires_grad(module: nn.Module, flag: bool) -> None:
@@ -125,7 +163,6 @@ def translator_step(
         if t.gamma_curriculum
         else t.gamma_start
     )
-    G_bare = ckpt.unwrap(nets.G)
 
     # Forward: G([x; y; x^p]) once; the encoder features of x and y come from this same pass.
     real = torch.cat([x, y, xp]) if t.hdce_identity else torch.cat([x, xp])
@@ -158,7 +195,7 @@ def translator_step(
     # G step: the discriminators are frozen and called unwrapped (no DDP reduction for them).
     set_requires_grad(nets.D_U, False)
     set_requires_grad(nets.D_P, False)
-    D_U, D_P = ckpt.unwrap(nets.D_U), ckpt.unwrap(nets.D_P)
+    D_U, D_P = nets.frozen["D_U"], nets.frozen["D_P"]
     with amp:
         loss_gan = lsgan_loss(D_U(fake_x).float(), True)
         loss_gan_p = lsgan_loss(D_P(torch.cat([xp, fake_xp], 1)).float(), True)
@@ -184,7 +221,7 @@ def translator_step(
 
         # Supervised branch: StylePatchNCE between G(x^p) and y^p, both through G's encoder.
         with torch.no_grad():
-            yp_feats = G_bare.encode(yp, layers)
+            yp_feats = nets.frozen["G"](yp, layers=layers, encode_only=True)
             k_s, ids_s = nets.F_s([f.float() for f in yp_feats], t.num_patches, generator=generator)
         q_s, _ = nets.F_s([f[n_u:].float() for f in fake_feats], t.num_patches, patch_ids=ids_s)
         loss_style = style_patch_nce(q_s, k_s, tau=t.nce_tau)
@@ -292,17 +329,12 @@ def train_translator(
         load_generator_state(bare["G"], init.state_dict())
     for m in bare.values():
         m.to(device, memory_format=memory_format)
-    wrapped = {name: ctx.wrap_ddp(m) for name, m in bare.items()}
-    if t.compile:  # opt-in: compiled wrappers share the parameters of `bare`
-        # static shapes: a step calls G at two batch sizes, and inductor (torch 2.14) fails on
-        # some dynamic-shape graphs of this network; each shape compiles once instead
-        wrapped.update({name: torch.compile(wrapped[name], dynamic=False) for name in ("G", "D_U", "D_P")})
     optimizers, schedulers = build_optimizers(bare, t)
     if state is not None:
         for name in NETWORKS:
             optimizers[name].load_state_dict(state["optimizers"][name])
             schedulers[name].load_state_dict(state["schedulers"][name])
-    nets = TranslatorNets(**wrapped, optimizers=optimizers, schedulers=schedulers)
+    nets = assemble_nets(bare, optimizers, schedulers, wrap_ddp=ctx.wrap_ddp, compile=t.compile)
     if ctx.is_main:
         where = f"resumed from step {progress['step']} (epoch {progress['epoch']})" if state else "starting"
         print(
