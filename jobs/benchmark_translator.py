@@ -21,12 +21,12 @@ import sys
 
 import torch
 
-from scenimefy.benchmarking import CLOCKS, PeakMemory, append_json_lines, check_clock, machine_header, median, timed
+from scenimefy.benchmarking import CLOCKS, PeakMemory, append_json_lines, check_clock, machine_header, median, profile_once, timed
 from scenimefy.config import TranslatorConfig, load_config
 from scenimefy.host import configure_process
 from scenimefy.losses import hard_negative_weights, hdce_loss_layers, lsgan_loss, src_loss_layers, style_patch_nce
 from scenimefy.schedules import hdce_gamma_schedule, lambda_sup_schedule
-from scenimefy.stages.translator import TranslatorNets, build_networks, build_optimizers, set_requires_grad, translator_step
+from scenimefy.stages.translator import TranslatorNets, assemble_nets, build_networks, build_optimizers, set_requires_grad, translator_step
 
 
 def generator_flops_per_image(G: torch.nn.Module, size: int, device: torch.device) -> float:
@@ -150,6 +150,7 @@ def bench_training(
     compile: bool = False,
     clock: str = "wall",
     layout: str = "ours",
+    profile_dir: str = "",
 ) -> dict:
     step = STEPS[layout]
     cfg = load_config(None, [f"translator.precision={precision}", f"data.load_size={size}", f"data.crop_size={size}"])
@@ -162,8 +163,7 @@ def bench_training(
     opts, scheds = build_optimizers(modules, t)
     if compile:
         torch._dynamo.reset()  # each configuration compiles afresh, as a training run would
-        modules = {k: (torch.compile(m, dynamic=False) if k in ("G", "D_U", "D_P") else m) for k, m in modules.items()}
-    nets = TranslatorNets(**modules, optimizers=opts, schedulers=scheds)
+    nets = assemble_nets(modules, opts, scheds, compile=compile)
     g = torch.Generator().manual_seed(0)
     imgs = [(torch.rand(batch, 3, size, size, generator=g) * 2 - 1).to(device).contiguous(memory_format=fmt) for _ in range(4)]
     autocast = precision == "bf16"
@@ -175,6 +175,10 @@ def bench_training(
     times = timed(run, device, steps, warmup, clock, peak)
     step_s = median(times)
     flops = step_flops(step, nets, imgs, t, autocast) if not compile else float("nan")
+    profiled = {}
+    if profile_dir:
+        name = f"profile_{layout}_{size}px_b{batch}_{precision}{'_cl' if channels_last else ''}{'_compile' if compile else ''}.txt"
+        profiled = profile_once(lambda: run(steps + warmup), device, f"{profile_dir}/{name}")
     return {
         "kind": "train_step",
         "layout": layout,
@@ -192,6 +196,7 @@ def bench_training(
         "achieved_tflop_s": round(flops / step_s / 1e12, 3),
         "threads": torch.get_num_threads(),
         **peak.fields(),
+        **profiled,
     }
 
 
@@ -232,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="wall time, or this process's CPU time (--device cpu --threads 1 on a shared machine)")
     p.add_argument("--allocator", choices=["heap", "default"], default="heap",
                    help="CPU: keep freed memory in glibc's heap as training does (run.cpu_keep_heap), or glibc's default")
+    p.add_argument("--profile", default="", metavar="DIR",
+                   help="after timing, profile one more step of each configuration: kernel table to DIR, time per kind of kernel in the JSON line")
     p.add_argument("--json-out", default="")
     args = p.parse_args(argv)
     device = torch.device(args.device)
@@ -250,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
             for layout in ("ours", "authors") if args.layout == "both" else (args.layout,):
                 rows.append(
                     bench_training(
-                        size, batch, args.precision, device, args.steps, args.warmup, args.channels_last, args.compile, args.clock, layout
+                        size, batch, args.precision, device, args.steps, args.warmup, args.channels_last, args.compile, args.clock, layout,
+                        profile_dir=args.profile,
                     )
                 )
                 print(json.dumps(rows[-1]), flush=True)

@@ -128,3 +128,55 @@ def timed(fn, device: torch.device, steps: int, warmup: int, clock: str = "wall"
 
 def median(values: list[float]) -> float:
     return sorted(values)[len(values) // 2]
+
+
+# Kernel-name fragments -> kind, first match wins (cuDNN/CUTLASS convolutions are implicit GEMMs).
+_KERNEL_KINDS = (
+    ("layout", ("nchwtonhwc", "nhwctonchw", "transpose")),
+    ("convolution", ("conv", "fprop", "dgrad", "wgrad", "implicit")),
+    ("matmul", ("gemm", "cutlass", "cublas", "xmma", "aten::mm", "aten::bmm", "aten::addmm")),
+    ("fused (triton)", ("triton_",)),
+)
+
+
+def kernel_kind(name: str) -> str:
+    low = name.lower()
+    return next((kind for kind, parts in _KERNEL_KINDS if any(p in low for p in parts)), "other")
+
+
+def profile_once(fn, device: torch.device, table_path: str | os.PathLike, rows: int = 40) -> dict:
+    """Run ``fn()`` once under torch.profiler; write the top ``rows`` kernels/ops to ``table_path``.
+
+    Returns where the time went: wall seconds, busy seconds of the device's kernels (on a GPU;
+    on the CPU, operator self time), their share of wall time (a GPU well under 1 is waiting
+    for launches), and seconds per kind of kernel (convolution, matmul, fused, layout, other).
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    on_gpu = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
+    sync(device)
+    with profile(activities=activities) as prof:
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        wall = time.perf_counter() - start
+    averages = prof.key_averages()
+    attr = "self_device_time_total" if on_gpu else "self_cpu_time_total"
+    by_kind: dict[str, float] = {}
+    for event in averages:
+        seconds = getattr(event, attr, 0.0) / 1e6
+        if seconds > 0:
+            kind = kernel_kind(event.key)
+            by_kind[kind] = by_kind.get(kind, 0.0) + seconds
+    busy = sum(by_kind.values())
+    path = Path(table_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(averages.table(sort_by=attr, row_limit=rows, max_name_column_width=90) + "\n")
+    return {
+        "profile_wall_s": round(wall, 4),
+        "profile_busy_s": round(busy, 4),
+        "profile_busy_fraction": round(busy / wall, 3) if wall > 0 else None,
+        "profile_seconds_by_kind": {k: round(v, 4) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
+        "profile_table": str(path),
+    }
