@@ -107,8 +107,10 @@ def cmd_translate(args: argparse.Namespace) -> int:
         tile=args.tile if args.tile is not None else tr.tile,
         tile_overlap=tr.tile_overlap,
         device=device,
+        memory_budget_gib=args.memory_budget_gib if args.memory_budget_gib is not None else tr.memory_budget_gib,
     )
-    print(f"translated {len(report.written)} image(s) into {args.out}; skipped {len(report.skipped)}")
+    tiled = f" ({len(report.auto_tiled)} in tiles to fit memory)" if report.auto_tiled else ""
+    print(f"translated {len(report.written)} image(s) into {args.out}{tiled}; skipped {len(report.skipped)}")
     for path, reason in report.skipped:
         print(f"  skipped {path}: {reason}")
     return 0 if report.written else 1
@@ -159,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=0)
     p.add_argument("--max-side", type=int, default=None, help="downscale so the longer side is at most this")
     p.add_argument("--tile", type=int, default=None, help="translate in overlapping tiles of this size")
+    p.add_argument("--memory-budget-gib", type=float, default=None,
+                   help="memory one pass may use; larger images are tiled (default: 70%% of the free memory)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
     p.add_argument("--config", default=None, help=argparse.SUPPRESS)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="translate.key=value")

@@ -109,6 +109,7 @@ class TranslateConfig:
     max_side: int = 0  # downscale so the longer side is at most this (0: keep size)
     tile: int = 0  # translate in tiles of this size (0: whole image)
     tile_overlap: int = 32  # pixels shared by neighbouring tiles, blended linearly
+    memory_budget_gib: float = 0.0  # memory one G pass may use (0: 70 % of the device's free memory); larger images are tiled
     device: str = "auto"  # auto | cpu | cuda
 
 

@@ -332,10 +332,75 @@ def _check_tiling(tile: int, tile_overlap: int) -> None:
 
 @dataclass
 class TranslateReport:
-    """What `translate_paths` did: outputs written (input order) and inputs skipped."""
+    """What `translate_paths` did: outputs written (input order), inputs skipped, and the
+    inputs translated in tiles because they were too large for the memory budget."""
 
     written: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    auto_tiled: list[str] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------------------
+# Memory: how many pixels one G pass may take
+
+# Peak memory of one fp32 G pass per padded pixel and per ngf channel: 1.79-1.84 KB per pixel
+# at ngf 64 on the CPU (512-1536 px, peak RSS), i.e. 28 bytes per channel; rounded up.
+BYTES_PER_PIXEL_PER_NGF = 32
+# Share of the device's free memory a pass may use when no budget is given.
+FREE_MEMORY_SHARE = 0.7
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Bytes free on `device` now: the GPU's free plus cached memory, or the host's
+    MemAvailable; None where the platform does not say (no limit is applied then)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Sizes G passes to a memory budget: smaller batches for large images, tiles for images
+    that do not fit alone (a 12-megapixel photo needs about 24 GB at ngf 64 in one pass)."""
+
+    budget: int  # bytes one G pass may use; 0: no limit
+    bytes_per_pixel: int
+
+    @classmethod
+    def for_generator(cls, generator: torch.nn.Module, device: torch.device, budget_gib: float = 0.0) -> "MemoryPlan":
+        """`budget_gib` > 0 is taken as is; 0 means FREE_MEMORY_SHARE of what is free now."""
+        if budget_gib < 0:
+            raise ValueError(f"memory budget {budget_gib} GiB: expected >= 0 (0: from the free memory)")
+        bpp = BYTES_PER_PIXEL_PER_NGF * int(getattr(unwrap(generator), "ngf", 64))
+        if budget_gib > 0:
+            return cls(int(budget_gib * 2**30), bpp)
+        free = free_memory(device)
+        return cls(int(free * FREE_MEMORY_SHARE) if free else 0, bpp)
+
+    def bytes_for(self, height: int, width: int, batch: int = 1) -> int:
+        return batch * height * width * self.bytes_per_pixel
+
+    def batch_for(self, height: int, width: int, batch_size: int) -> int:
+        """Images of this padded size per G call: at most `batch_size`, at least 1."""
+        if not self.budget:
+            return batch_size
+        return max(1, min(batch_size, self.budget // self.bytes_for(height, width)))
+
+    def tile_for(self, height: int, width: int, overlap: int = 0) -> int:
+        """0 if one image of this padded size fits the budget, else the largest tile side
+        whose pass fits: a multiple of 64, at least 128 and more than twice `overlap`."""
+        if not self.budget or self.bytes_for(height, width) <= self.budget:
+            return 0
+        side = int((self.budget / self.bytes_per_pixel) ** 0.5) // 64 * 64
+        return max(128, side, (2 * overlap // 64 + 1) * 64)
 
 
 @dataclass
@@ -426,6 +491,7 @@ def translate_paths(
     tile: int,
     tile_overlap: int,
     device: str | torch.device,
+    memory_budget_gib: float = 0.0,
     progress: bool = True,
 ) -> TranslateReport:
     """Translate image files and folders into PNGs under `out_dir`.
@@ -433,7 +499,10 @@ def translate_paths(
     Each image is optionally downscaled (longer side <= max_side, 0 = keep), translated at
     its exact size (padded to a multiple of 4, cropped back) or, when `tile` > 0 and the
     image is larger than a tile, in blended tiles. Images of one padded size are batched
-    `batch_size` at a time. Unreadable or unsupported files are skipped, reported on stderr
+    `batch_size` at a time. A `MemoryPlan` (`memory_budget_gib`, 0: 70 % of the free memory)
+    shrinks batches of large images and, when `tile` is 0, translates an image too large for
+    one pass in tiles instead of running out of memory (said once on stderr, listed in the
+    report). Unreadable or unsupported files are skipped, reported on stderr
     and listed in the report. Outputs are written atomically as `<stem>.png` (sub-folders of
     folder inputs kept; clashing names get `_1`, `_2`, ...); an output that would replace an
     input is a ValueError before anything runs. `generator` is moved to `device`.
@@ -446,6 +515,8 @@ def translate_paths(
     out_dir = os.fspath(out_dir)
     device = resolve_device(device)
     generator = generator.to(device).eval()  # modules move in place
+    plan = MemoryPlan.for_generator(generator, device, memory_budget_gib)
+    auto_tiled: list[str] = []
 
     jobs, skipped = _plan(inputs, out_dir)
     for path, reason in skipped:
@@ -484,14 +555,26 @@ def translate_paths(
 
             # large images in tiles, one at a time
             if tile > 0 and (h > tile or w > tile):
-                y = translate_tiled(generator, x, tile=tile, tile_overlap=tile_overlap, batch_size=batch_size)
-                write(job, y)
+                tiles_per_pass = plan.batch_for(tile, tile, batch_size)
+                write(job, translate_tiled(generator, x, tile=tile, tile_overlap=tile_overlap, batch_size=tiles_per_pass))
+                continue
+            key = padded_size(h, w)
+            fitted_tile = plan.tile_for(*key, overlap=tile_overlap) if tile == 0 else 0
+            if fitted_tile:
+                if not auto_tiled:
+                    tqdm.write(
+                        f"{job.source}: {w}x{h} needs about {plan.bytes_for(*key) / 2**30:.1f} GiB in one pass, over "
+                        f"the {plan.budget / 2**30:.1f} GiB budget; translating it (and any other such image) in "
+                        f"{fitted_tile}-px tiles. Choose with --tile, --max-side or --memory-budget-gib",
+                        file=sys.stderr,
+                    )
+                auto_tiled.append(job.source)
+                write(job, translate_tiled(generator, x, tile=fitted_tile, tile_overlap=tile_overlap, batch_size=1))
                 continue
 
-            # the rest batched by padded size
-            key = padded_size(h, w)
+            # the rest batched by padded size, as many per pass as the memory budget allows
             pending.setdefault(key, []).append((job, x))
-            if len(pending[key]) >= batch_size:
+            if len(pending[key]) >= plan.batch_for(*key, batch_size):
                 flush(key)
             elif sum(len(g) for g in pending.values()) >= max_pending:
                 flush(next(iter(pending)))
@@ -499,4 +582,4 @@ def translate_paths(
             flush(next(iter(pending)))
     finally:
         bar.close()
-    return TranslateReport(written=[written[i] for i in sorted(written)], skipped=skipped)
+    return TranslateReport(written=[written[i] for i in sorted(written)], skipped=skipped, auto_tiled=auto_tiled)

@@ -14,7 +14,9 @@ from scenimefy.data.decode import load_image
 from scenimefy.images import from_uint8, to_uint8
 from scenimefy.inference import (
     SNAPSHOT_FORMAT,
+    MemoryPlan,
     TranslateReport,
+    free_memory,
     load_translator,
     padded_size,
     save_translator_snapshot,
@@ -348,3 +350,58 @@ def test_bad_checkpoint_paths_give_one_line_errors(tmp_path):
     torch.save([1, 2, 3], tmp_path / "list.pt")
     with pytest.raises(ValueError, match=r"list\.pt: not a translator checkpoint"):
         load_translator(tmp_path / "list.pt", "cpu")
+
+
+# ----------------------------------------------------------------------------------------
+# memory budget: smaller batches, then tiles, instead of running out of memory
+
+
+def test_memory_plan_sizes_batches_and_tiles_by_hand():
+    g = _generator(ngf=4)
+    plan = MemoryPlan.for_generator(g, torch.device("cpu"), budget_gib=(100 * 100 * 128 * 3) / 2**30)
+    assert plan.bytes_per_pixel == 32 * 4 and plan.budget == 100 * 100 * 128 * 3
+    assert plan.batch_for(100, 100, batch_size=8) == 3  # three 100x100 images fit
+    assert plan.batch_for(100, 100, batch_size=2) == 2
+    assert plan.batch_for(400, 400, batch_size=8) == 1  # never below one
+    assert plan.tile_for(100, 300) == 0  # fits whole
+    assert plan.tile_for(100, 304) == 128  # sqrt(30000) = 173 -> 128 (multiple of 64)
+    assert plan.tile_for(100, 304, overlap=80) == 192  # tiles must exceed twice the overlap
+    assert MemoryPlan(0, 128).tile_for(10_000, 10_000) == 0 and MemoryPlan(0, 128).batch_for(9999, 9999, 4) == 4
+    with pytest.raises(ValueError, match="memory budget -1"):
+        MemoryPlan.for_generator(g, torch.device("cpu"), budget_gib=-1)
+
+
+def test_default_budget_is_a_share_of_the_free_memory():
+    free = free_memory(torch.device("cpu"))
+    if free is None:
+        pytest.skip("this platform does not report its free memory")
+    plan = MemoryPlan.for_generator(_generator(ngf=4), torch.device("cpu"))
+    assert 0.5 * free < plan.budget <= 0.7 * free * 1.1  # free memory moves a little between the calls
+
+
+def test_image_too_large_for_the_budget_is_translated_in_tiles(tmp_path, capsys):
+    g = _generator(ngf=4)
+    big = _noise_image(tmp_path / "in" / "big.png", 300, 200)
+    small = _noise_image(tmp_path / "in" / "small.png", 60, 40, seed=1)
+    budget = 160 * 160 * 128  # bytes: a 128-px tile fits, 300x200 does not
+    report = _run(g, [big, small], tmp_path / "out", memory_budget_gib=budget / 2**30)
+    assert report.auto_tiled == [str(big)] and len(report.written) == 2
+    x = from_uint8(np.array(load_image(str(big))))[0]
+    expected = to_uint8(translate_tiled(g, x, tile=128, tile_overlap=0, batch_size=1))
+    np.testing.assert_array_equal(_pixels(tmp_path / "out" / "big.png"), expected)
+    assert not np.array_equal(_pixels(tmp_path / "out" / "big.png"), _pixels_untiled(g, x))
+    err = capsys.readouterr().err
+    assert "big.png: 300x200 needs about" in err and "128-px tiles" in err
+
+
+def _pixels_untiled(g, x):
+    return to_uint8(translate_batch(g, [x])[0])
+
+
+def test_budget_shrinks_batches_of_large_images(tmp_path):
+    g = _generator(ngf=4)
+    paths = [_noise_image(tmp_path / "in" / f"{i}.png", 64, 64, seed=i) for i in range(4)]
+    seen = []
+    g.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[0]))
+    _run(g, paths, tmp_path / "out", batch_size=4, memory_budget_gib=(2 * 64 * 64 * 128) / 2**30)
+    assert seen == [2, 2]

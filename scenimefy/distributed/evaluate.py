@@ -189,7 +189,7 @@ def _translate(cfg: Config, checkpoint: str, photos: list[str], out: Path, devic
     tr = cfg.translate
     report = translate_paths(
         generator, photos, out, batch_size=tr.batch_size, max_side=0, tile=tr.tile, tile_overlap=tr.tile_overlap, device=device,
-        progress=False,
+        memory_budget_gib=tr.memory_budget_gib, progress=False,
     )
     del generator
     if device.type == "cuda":
