@@ -351,6 +351,9 @@ class PatchProjection(nn.Module):
                 ids = torch.randperm(h * w, generator=generator)[: min(num_patches, h * w)]
             else:
                 ids = patch_ids[i]
+            if feat.device.type == "cuda" and ids.device.type == "cpu":
+                # pinned and non-blocking: a plain copy would wait for all queued GPU work
+                ids = ids.to(torch.long).pin_memory().to(feat.device, non_blocking=True)
             ids = ids.to(device=feat.device, dtype=torch.long)
             # Gather the P positions first, then transpose: (B, C, P) -> (B, P, C). Permuting
             # the whole map first would copy B*C*H*W values to use P of the H*W positions.

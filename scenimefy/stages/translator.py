@@ -235,19 +235,20 @@ def translator_step(
     for name in ("G", "F", "F_s"):
         nets.optimizers[name].step()
 
-    metrics = {
-        "loss_D_U": loss_d_u.item(),
-        "loss_D_P": loss_d_p.item(),
-        "loss_G": loss_g.item(),
-        "loss_G_gan": loss_gan.item(),
-        "loss_G_gan_p": loss_gan_p.item(),
-        "loss_src": loss_src.item(),
-        "loss_hdce": loss_hdce.item(),
-        "loss_hdce_ce": float(hdce_ce),
-        "loss_style_nce": loss_style.item(),
-        "lambda_sup": lambda_sup,
-        "gamma": gamma,
+    # One device-to-host copy for all the losses (each .item() would wait for the GPU again).
+    losses = {
+        "loss_D_U": loss_d_u,
+        "loss_D_P": loss_d_p,
+        "loss_G": loss_g,
+        "loss_G_gan": loss_gan,
+        "loss_G_gan_p": loss_gan_p,
+        "loss_src": loss_src,
+        "loss_hdce": loss_hdce,
+        "loss_hdce_ce": hdce_ce,
+        "loss_style_nce": loss_style,
     }
+    values = torch.stack([v.detach().float().reshape(()) for v in losses.values()]).tolist()
+    metrics = {**dict(zip(losses, values)), "lambda_sup": lambda_sup, "gamma": gamma}
     return metrics, {"fake_x": fake_x.detach(), "fake_xp": fake_xp.detach()}
 
 
@@ -282,6 +283,8 @@ def check_arch(saved: dict, current: TranslatorConfig) -> None:
 
 def _batch_to_tensors(batch: dict[str, np.ndarray], keys: list[str], *, crop: int, flip: bool, gen, device) -> list[torch.Tensor]:
     tensors = random_crop_flip([batch[k] for k in keys], crop_size=crop, flip=flip, generator=gen)
+    if device.type == "cuda":  # pinned, so the copies overlap the GPU's work instead of waiting for it
+        tensors = [t.pin_memory() for t in tensors]
     return [t.to(device, non_blocking=True) for t in tensors]
 
 
