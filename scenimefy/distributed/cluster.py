@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import inspect
+import logging
 import os
 import shutil
 import tempfile
@@ -68,6 +69,16 @@ def ddp_kwargs() -> dict:
     return {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
 
 
+def quiet_train_reports() -> None:
+    """Ray Train 2.60 logs every report twice at INFO from each worker ("Reporting training result
+    N: TrainingReport(... every metric ...)", "Checkpoint successfully created at ..."); our
+    loop prints its own progress line, so those records go to warnings only."""
+    from ray.train.v2._internal.execution import context, storage
+
+    for name in (context.__file__, storage.__name__):  # context.py names its logger by its file path
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def ray_worker_context(cfg, *, tracking_uri: str, mlflow_run_id: str, **extra):
     """A Ray Train worker's `WorkerContext`: report/checkpoint/DDP bound to Ray Train, MLflow on rank 0.
 
@@ -80,6 +91,7 @@ def ray_worker_context(cfg, *, tracking_uri: str, mlflow_run_id: str, **extra):
     from scenimefy.stages.context import WorkerContext
     from scenimefy.tracking import MlflowTracker, NullTracker
 
+    quiet_train_reports()
     tctx = ray.train.get_context()
     rank, world = tctx.get_world_rank(), tctx.get_world_size()
     use_cuda = cfg.run.use_gpu and torch.cuda.is_available()
