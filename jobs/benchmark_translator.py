@@ -151,6 +151,7 @@ def bench_training(
     clock: str = "wall",
     layout: str = "ours",
     profile_dir: str = "",
+    compile_mode: str = "default",
 ) -> dict:
     step = STEPS[layout]
     cfg = load_config(None, [f"translator.precision={precision}", f"data.load_size={size}", f"data.crop_size={size}"])
@@ -163,7 +164,7 @@ def bench_training(
     opts, scheds = build_optimizers(modules, t)
     if compile:
         torch._dynamo.reset()  # each configuration compiles afresh, as a training run would
-    nets = assemble_nets(modules, opts, scheds, compile=compile)
+    nets = assemble_nets(modules, opts, scheds, compile=compile, compile_mode=compile_mode)
     g = torch.Generator().manual_seed(0)
     imgs = [(torch.rand(batch, 3, size, size, generator=g) * 2 - 1).to(device).contiguous(memory_format=fmt) for _ in range(4)]
     autocast = precision == "bf16"
@@ -177,7 +178,8 @@ def bench_training(
     flops = step_flops(step, nets, imgs, t, autocast) if not compile else float("nan")
     profiled = {}
     if profile_dir:
-        name = f"profile_{layout}_{size}px_b{batch}_{precision}{'_cl' if channels_last else ''}{'_compile' if compile else ''}.txt"
+        mode = f"_compile_{compile_mode}" if compile else ""
+        name = f"profile_{layout}_{size}px_b{batch}_{precision}{'_cl' if channels_last else ''}{mode}.txt"
         profiled = profile_once(lambda: run(steps + warmup), device, f"{profile_dir}/{name}")
     return {
         "kind": "train_step",
@@ -188,6 +190,7 @@ def bench_training(
         "device": str(device),
         "channels_last": channels_last,
         "compile": compile,
+        "compile_mode": compile_mode if compile else None,
         "clock": clock,
         "sec_per_step_median": round(step_s, 4),
         "sec_per_step_all": [round(x, 4) for x in times],
@@ -230,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile G, D_U and D_P")
+    p.add_argument("--compile-mode", default="default", choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+                   help="torch.compile mode (translator.compile_mode)")
     p.add_argument("--skip-inference", action="store_true")
     p.add_argument("--layout", choices=["ours", "authors", "both"], default="ours",
                    help="time our step, the authors' call pattern (the baseline), or both, alternating per size/batch")
@@ -258,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(
                     bench_training(
                         size, batch, args.precision, device, args.steps, args.warmup, args.channels_last, args.compile, args.clock, layout,
-                        profile_dir=args.profile,
+                        profile_dir=args.profile, compile_mode=args.compile_mode,
                     )
                 )
                 print(json.dumps(rows[-1]), flush=True)

@@ -8,6 +8,7 @@
 #   compiled_cl ... and with channels_last inputs
 #   resampling  G's blur down/upsampling: depthwise convolutions vs pointwise forms (eager, compiled)
 #   pairs       stage 2: paper StyleGAN2 + a random Swin-B Mask2Former, serial vs batched
+#   cudagraphs  (only when named) batch 1 and 8 compiled with mode reduce-overhead (CUDA graphs)
 # The training steps are profiled (time per kind of kernel, share of wall time the GPU is
 # busy). Each part has its own time limit, so a slow compile cannot eat the rest. Everything
 # lands in $OUT/gpu_check.tgz; a summary table is printed last.
@@ -54,6 +55,7 @@ bench() {  # limit_s, then benchmark_translator.py arguments
 want eager && bench 110 --batch 1 8 16 --steps 8 --warmup 3  # and G's inference img/s at each batch
 want compiled && bench 200 --batch 32 --compile --steps 6 --warmup 3 --skip-inference
 want compiled_cl && bench 100 --batch 32 --compile --channels-last --steps 6 --warmup 3 --skip-inference
+want cudagraphs && bench 300 --batch 1 8 --compile --compile-mode reduce-overhead --steps 8 --warmup 3 --skip-inference
 if want resampling; then
     for flags in "" "--compile"; do
         timeout 40 python3 jobs/benchmark_resampling.py --device cuda --batch 32 --dtype bf16 $flags \
@@ -83,7 +85,7 @@ print("|---|---|---|---|---|---|---|---|---|")
 for r in steps:
     achieved = per_image * r["batch"] / r["sec_per_step_median"]
     kinds = ", ".join(f"{k} {v}" for k, v in list(r.get("profile_seconds_by_kind", {}).items())[:3])
-    print(f"| {r['batch']} | {r['compile']} | {r['channels_last']} | {r['sec_per_step_median']} | {r['img_per_s']} | "
+    print(f"| {r['batch']} | {r.get('compile_mode') or r['compile']} | {r['channels_last']} | {r['sec_per_step_median']} | {r['img_per_s']} | "
           f"{achieved:.1f} | {100 * achieved / peak:.1f} % | {r.get('profile_busy_fraction')} | {kinds} |")
 for r in rows("translator.jsonl", "kind"):
     if r["kind"] == "inference":

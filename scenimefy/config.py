@@ -93,6 +93,7 @@ class TranslatorConfig:
     precision: str = "fp32"  # fp32 | bf16 autocast (GPU; or a CPU with bf16 instructions, AVX512-BF16/AMX)
     channels_last: bool = False  # channels_last memory format (GPU)
     compile: bool = False  # torch.compile G, D_U and D_P (1.4x on an H100 at batch 16, 1.1x on a CPU; minutes of compiling first)
+    compile_mode: str = "default"  # torch.compile mode: default | reduce-overhead (CUDA graphs, small batches) | max-autotune[-no-cudagraphs]
     init_from: str = ""  # start from these generator weights (ours or Shinkai_net_G.pth), counters at 0
     # bookkeeping
     log_every_steps: int = 10
@@ -282,6 +283,8 @@ class Config:
         t, d = self.translator, self.data
         if t.precision not in PRECISIONS:
             raise ConfigError(f"translator.precision={t.precision!r}: expected one of {sorted(PRECISIONS)}")
+        if t.compile_mode not in COMPILE_MODES:
+            raise ConfigError(f"translator.compile_mode={t.compile_mode!r}: expected one of {sorted(COMPILE_MODES)}")
         if d.crop_size > d.load_size:
             raise ConfigError(
                 f"data.crop_size={d.crop_size} exceeds data.load_size={d.load_size}: set crop_size <= load_size"
@@ -301,6 +304,7 @@ class Config:
 
 
 PRECISIONS = {"fp32", "bf16"}
+COMPILE_MODES = {"default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"}
 
 
 # ----------------------------------------------------------------------------------------

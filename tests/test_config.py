@@ -52,6 +52,9 @@ def test_type_errors_name_key_and_type():
 def test_invalid_choice_and_cross_field_checks():
     with pytest.raises(ConfigError, match="precision='fp8'.*bf16"):
         load_config(None, ["translator.precision=fp8"])
+    with pytest.raises(ConfigError, match="compile_mode='fast'.*reduce-overhead"):
+        load_config(None, ["translator.compile_mode=fast"])
+    assert load_config(None, ["translator.compile_mode=reduce-overhead"]).translator.compile_mode == "reduce-overhead"
     with pytest.raises(ConfigError, match="crop_size=300 exceeds"):
         load_config(None, ["data.crop_size=300"])
 

@@ -111,19 +111,22 @@ def assemble_nets(
     *,
     wrap_ddp: Callable[[nn.Module], nn.Module] = lambda m: m,
     compile: bool = False,
+    compile_mode: str = "default",
 ) -> TranslatorNets:
     """The networks as a step uses them: DDP-wrapped for their updates and, with `compile`,
     G, D_U, D_P and their frozen uses compiled (they hold nearly all of a step's FLOPs).
 
     Compiled wrappers share the parameters of `bare`. Shapes are static: a step calls G at
     two batch sizes, and inductor (torch 2.14) fails on some dynamic-shape graphs of this
-    network; each shape compiles once instead.
+    network; each shape compiles once instead. `compile_mode` is torch.compile's `mode`
+    ("reduce-overhead" replays CUDA graphs: for small batches, where launches dominate).
     """
     wrapped = {name: wrap_ddp(m) for name, m in bare.items()}
     frozen = {name: bare[name] for name in ("G", "D_U", "D_P")}
     if compile:
-        wrapped.update({name: torch.compile(wrapped[name], dynamic=False) for name in frozen})
-        frozen = {name: torch.compile(m, dynamic=False) for name, m in frozen.items()}
+        options = {"dynamic": False, "mode": None if compile_mode == "default" else compile_mode}
+        wrapped.update({name: torch.compile(wrapped[name], **options) for name in frozen})
+        frozen = {name: torch.compile(m, **options) for name, m in frozen.items()}
     return TranslatorNets(**wrapped, optimizers=optimizers, schedulers=schedulers, frozen=frozen)
 
 
@@ -337,7 +340,7 @@ def train_translator(
         for name in NETWORKS:
             optimizers[name].load_state_dict(state["optimizers"][name])
             schedulers[name].load_state_dict(state["schedulers"][name])
-    nets = assemble_nets(bare, optimizers, schedulers, wrap_ddp=ctx.wrap_ddp, compile=t.compile)
+    nets = assemble_nets(bare, optimizers, schedulers, wrap_ddp=ctx.wrap_ddp, compile=t.compile, compile_mode=t.compile_mode)
     if ctx.is_main:
         where = f"resumed from step {progress['step']} (epoch {progress['epoch']})" if state else "starting"
         print(
