@@ -141,6 +141,41 @@ def _encode(img: Image.Image, fmt: str, **kw) -> bytes:
     return buf.getvalue()
 
 
+def _two_colour_image() -> Image.Image:
+    a = np.zeros((48, 64, 3), np.uint8)
+    a[:, :32] = (200, 30, 30)
+    a[:, 32:] = (30, 30, 200)
+    return Image.fromarray(a)
+
+
+@pytest.mark.parametrize("suffix", [".heic", ".avif", ".jp2", ".ppm", ".tga", ".jfif"])
+def test_phone_and_other_photo_formats_decode_and_are_listed(tmp_path, suffix):
+    from PIL import features
+
+    from scenimefy.data.decode import HEIF_SUPPORTED
+
+    if suffix == ".heic" and not HEIF_SUPPORTED:
+        pytest.skip("pillow-heif is not installed")
+    if suffix == ".avif" and not features.check("avif"):
+        pytest.skip("this Pillow was built without AVIF")
+    path = tmp_path / f"photo{suffix}"
+    _two_colour_image().save(path, format="JPEG" if suffix == ".jfif" else None)
+    a = np.asarray(load_image(path))
+    assert a.shape == (48, 64, 3)
+    np.testing.assert_allclose(a[24, 8], (200, 30, 30), atol=12)  # lossy codecs: close, not equal
+    np.testing.assert_allclose(a[24, 56], (30, 30, 200), atol=12)
+    assert list_image_files(tmp_path) == [str(path)]
+
+
+def test_heic_without_pillow_heif_names_the_fix(monkeypatch):
+    import scenimefy.data.decode as decode
+
+    monkeypatch.setattr(decode, "HEIF_SUPPORTED", False)
+    fake_heic = b"\x00\x00\x00\x18ftypheic" + b"\x00" * 64  # an ISO-BMFF header PIL alone cannot open
+    with pytest.raises(ImageDecodeError, match="x.heic: HEIC/HEIF needs pillow-heif"):
+        decode.decode_image(fake_heic, name="x.heic")
+
+
 def test_animated_gif_gives_first_frame(tmp_path):
     frames = [Image.new("RGB", (6, 6), c) for c in [(255, 0, 0), (0, 0, 255)]]
     path = tmp_path / "anim.gif"

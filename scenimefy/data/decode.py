@@ -1,5 +1,6 @@
 """Tolerant image decoding: any file a user is likely to have becomes an RGB `PIL.Image`.
 
+JPEG, PNG, WebP, TIFF, GIF, BMP, HEIC/HEIF (pillow-heif), AVIF, JPEG 2000, PNM and TGA.
 EXIF orientation is applied; L, LA, 1, P (with or without transparency), PA, RGBA, CMYK,
 YCbCr, 16-bit and float images are converted to 8-bit RGB, transparency composited on
 white. Anything that cannot be decoded raises `ImageDecodeError` with one line naming the
@@ -19,13 +20,36 @@ from PIL import Image, ImageOps
 IMAGE_EXTENSIONS: tuple[str, ...] = (
     ".jpg",
     ".jpeg",
+    ".jpe",
+    ".jfif",
     ".png",
     ".bmp",
     ".tif",
     ".tiff",
     ".webp",
     ".gif",
+    ".heic",  # phones' default (iPhone); through pillow-heif
+    ".heif",
+    ".avif",
+    ".jp2",
+    ".ppm",
+    ".pgm",
+    ".pnm",
+    ".tga",
 )
+
+
+def _register_heif() -> bool:
+    """Teach PIL to open HEIC/HEIF (pillow-heif, a dependency); False where it is missing."""
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return True
+
+
+HEIF_SUPPORTED = _register_heif()
 
 # Refuse anything larger than this many pixels (PIL's own default, about 9,500 x 9,500): a
 # decompression bomb or a panorama nobody trains on at 256 px. Checked from the header,
@@ -156,6 +180,8 @@ def decode_image(data: bytes, name: str = "<bytes>") -> Image.Image:
     except Image.DecompressionBombWarning as e:
         raise ImageDecodeError(f"cannot decode image {name}: decompression bomb: {_one_line(e)}") from e
     except Image.UnidentifiedImageError as e:
+        if not HEIF_SUPPORTED and data[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypmsf1", b"ftypheif"):
+            raise ImageDecodeError(f"cannot decode image {name}: HEIC/HEIF needs pillow-heif (pip install pillow-heif)") from e
         raise ImageDecodeError(f"cannot decode image {name}: not an image file (unidentified format)") from e
     except Exception as e:  # truncated streams (OSError), broken headers, unsupported modes
         reason = _one_line(e) or type(e).__name__
