@@ -48,17 +48,21 @@ def _job_args(root: Path, data: dict[str, str]) -> list[str]:
     ]  # fmt: skip
 
 
-def _checkpoint_steps(storage: Path) -> list[int]:
-    """Steps of the complete checkpoints under the run's Ray storage."""
-    import torch
+def _registered_checkpoint_steps(storage: Path) -> list[int]:
+    """Steps of the checkpoints Ray Train's controller has registered (its snapshot file).
 
-    steps = []
-    for d in sorted(storage.glob("checkpoint_*")):
-        try:
-            steps.append(int(torch.load(d / "state.pt", map_location="cpu", weights_only=True)["progress"]["step"]))
-        except Exception:  # being written: not complete yet
-            continue
-    return steps
+    A checkpoint folder in storage is not enough: the worker writes it, then queues the report,
+    and a worker killed before the controller takes the report restarts without it.
+    """
+    import json
+
+    from ray.train.v2._internal.constants import CHECKPOINT_MANAGER_SNAPSHOT_FILENAME
+
+    try:
+        snapshot = json.loads((storage / CHECKPOINT_MANAGER_SNAPSHOT_FILENAME).read_text())
+    except (OSError, ValueError):  # not written yet, or being written
+        return []
+    return [int(r["metrics"]["step"]) for r in snapshot.get("checkpoint_results", [])]
 
 
 def _mlflow_run(client, experiment: str = "scenimefy") -> list:
@@ -133,8 +137,8 @@ def test_killed_worker_resumes_from_last_checkpoint():
         client = MlflowClient(mlflow_server.uri)
         storage = root / "out" / "ray" / RUN_NAME
 
-        # Wait for a checkpoint, and for training to go past it (so the controller has registered it).
-        ckpt_step = _wait("the first checkpoint", lambda: max(_checkpoint_steps(storage), default=0), deadline, submit, log)
+        # Wait for the controller to register a checkpoint, and for training to go past it.
+        ckpt_step = _wait("the first registered checkpoint", lambda: max(_registered_checkpoint_steps(storage), default=0), deadline, submit, log)
         runs = _wait("the MLflow run", lambda: _mlflow_run(client), deadline, submit, log)
         run_id = runs[0].info.run_id
         _wait(f"a step after {ckpt_step}", lambda: max(_logged_steps(client, run_id), default=0) > ckpt_step, deadline, submit, log)
@@ -143,7 +147,7 @@ def test_killed_worker_resumes_from_last_checkpoint():
         # Kill one Ray Train worker process.
         pids = _wait("the Ray Train workers", lambda: _train_worker_pids(head.address), deadline, submit, log)
         assert len(pids) == 2
-        ckpt_at_kill = max(_checkpoint_steps(storage))
+        ckpt_at_kill = max(_registered_checkpoint_steps(storage))
         os.kill(pids[-1], signal.SIGKILL)
         killed_ms = time.time() * 1000
         killed_s = time.monotonic() - started
