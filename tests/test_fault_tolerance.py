@@ -4,8 +4,10 @@
 steps, 16 steps; 32 images per set so one pass of each data stream covers the run, since a new
 pass re-executes its Ray Dataset) to a `ray start --head` cluster with 2 CPUs. Once a checkpoint is on disk and
 training has gone past it, one Ray Train worker process is killed with SIGKILL. The run must
-restart its worker group from the latest checkpoint (not from step 0), lose at most one
-checkpoint interval, reach step 16, make `submit` exit 0, and leave one complete MLflow run.
+restart its worker group from the latest checkpoint (not from step 0), lose at most two
+checkpoint intervals (Ray Train registers a reported checkpoint asynchronously, and a worker
+may run one report ahead of the registration: that report is lost with the worker), reach
+step 16, make `submit` exit 0, and leave one complete MLflow run.
 Every process the test started is stopped, also when it fails.
 """
 
@@ -161,7 +163,7 @@ def test_killed_worker_resumes_from_last_checkpoint():
         assert rc == 0, output[-6000:]
         assert "submitted job ft-job" in output and "job ft-job SUCCEEDED" in output
 
-        # Resumed from the last checkpoint, lost at most one interval, finished.
+        # Resumed from the last registered checkpoint, lost at most two intervals, finished.
         result = parse_result(output)
         assert result is not None, output[-6000:]
         assert result["step"] == TOTAL_STEPS
@@ -170,7 +172,8 @@ def test_killed_worker_resumes_from_last_checkpoint():
         assert resumed >= ckpt_at_kill >= CHECKPOINT_EVERY and resumed % CHECKPOINT_EVERY == 0
         assert f"resumed from step {resumed}" in output
         reached_before_kill = max(_logged_steps(client, run_id, until_ms=killed_ms + 1000))
-        assert 0 <= reached_before_kill - resumed <= CHECKPOINT_EVERY, (reached_before_kill, resumed)
+        # Ray's report queue is one deep: the worker blocks on its second unregistered report
+        assert 0 <= reached_before_kill - resumed <= 2 * CHECKPOINT_EVERY, (reached_before_kill, resumed)
         assert not os.path.exists(f"/proc/{pids[-1]}")
 
         # MLflow holds one complete run: every step, FINISHED, the generator and the config.
