@@ -22,7 +22,7 @@ import sys
 import torch
 
 from scenimefy.benchmarking import CLOCKS, PeakMemory, append_json_lines, check_clock, machine_header, median, profile_once, timed
-from scenimefy.config import TranslatorConfig, load_config
+from scenimefy.config import COMPILE_MODES, TranslatorConfig, load_config
 from scenimefy.host import configure_process
 from scenimefy.losses import hard_negative_weights, hdce_loss_layers, lsgan_loss, src_loss_layers, style_patch_nce
 from scenimefy.schedules import hdce_gamma_schedule, lambda_sup_schedule
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile G, D_U and D_P")
-    p.add_argument("--compile-mode", default="default", choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+    p.add_argument("--compile-mode", default="default", choices=sorted(COMPILE_MODES),
                    help="torch.compile mode (translator.compile_mode)")
     p.add_argument("--skip-inference", action="store_true")
     p.add_argument("--layout", choices=["ours", "authors", "both"], default="ours",
