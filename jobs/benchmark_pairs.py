@@ -34,9 +34,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from scenimefy.benchmarking import append_json_lines, machine_header  # noqa: E402
+from jobs.benchmarking import append_json_lines, machine_header  # noqa: E402
 from scenimefy.models.stylegan2 import Generator  # noqa: E402
-from scenimefy.segmentation import SemanticScorer  # noqa: E402
+from scenimefy.priors.segmentation import SemanticScorer  # noqa: E402
 from scenimefy.stages.pairs import PairGenerator, PairScorer  # noqa: E402
 
 TINY_GENERATOR = dict(size=32, style_dim=16, n_mlp=2, channel_multiplier=1, channel_base=256, channel_max=32)
@@ -63,14 +63,30 @@ def mask2former_config(kind: str):
 
     out = ["stage1", "stage2", "stage3", "stage4"]
     if kind == "tiny":
-        backbone = SwinConfig(image_size=64, patch_size=4, embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], window_size=4, out_features=out)
+        backbone = SwinConfig(
+            image_size=64,
+            patch_size=4,
+            embed_dim=16,
+            depths=[1, 1, 1, 1],
+            num_heads=[1, 1, 1, 1],
+            window_size=4,
+            out_features=out,
+        )
         return Mask2FormerConfig(
             backbone_config=backbone, feature_size=32, mask_feature_size=32, hidden_dim=32, encoder_feedforward_dim=32,
             encoder_layers=1, decoder_layers=2, num_attention_heads=2, dim_feedforward=32, num_queries=4, num_labels=150,
         )  # fmt: skip
     # maskformer2_swin_base_384_bs16_160k_res640 (REFERENCE.md 3.2): Swin-B, window 12, 384 pre-training;
     # Mask2FormerConfig's defaults are that model's decoder (100 queries, 6 encoder / 10 decoder layers, 256 wide).
-    backbone = SwinConfig(image_size=384, patch_size=4, embed_dim=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32], window_size=12, out_features=out)
+    backbone = SwinConfig(
+        image_size=384,
+        patch_size=4,
+        embed_dim=128,
+        depths=[2, 2, 18, 2],
+        num_heads=[4, 8, 16, 32],
+        window_size=12,
+        out_features=out,
+    )
     return Mask2FormerConfig(backbone_config=backbone, num_labels=150)
 
 
@@ -150,7 +166,9 @@ def bench_ray(args, files: dict, pool: int, n: int) -> dict:
 
     def wall(count: int) -> float:
         began = time.perf_counter()
-        rows = sum(len(b["seed"]) for b in pairs_dataset(cfg, 0, count, paths, write_root=None).iter_batches(batch_size=None))
+        rows = sum(
+            len(b["seed"]) for b in pairs_dataset(cfg, 0, count, paths, write_root=None).iter_batches(batch_size=None)
+        )
         assert rows == count, (rows, count)
         return time.perf_counter() - began
 
@@ -178,8 +196,15 @@ def write_inputs(directory: Path, g_s: Generator, g_t: Generator, m2f) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--generator", default="tiny", choices=["tiny", "paper"], help="tiny: 32 px narrow; paper: 256 px, channel_multiplier 2")
-    ap.add_argument("--mask2former", default="tiny", choices=["tiny", "swin-base"], help="random Mask2Former of this size")
+    ap.add_argument(
+        "--generator",
+        default="tiny",
+        choices=["tiny", "paper"],
+        help="tiny: 32 px narrow; paper: 256 px, channel_multiplier 2",
+    )
+    ap.add_argument(
+        "--mask2former", default="tiny", choices=["tiny", "swin-base"], help="random Mask2Former of this size"
+    )
     ap.add_argument("--random-mask2former", dest="mask2former", choices=["tiny", "swin-base"],
                     help="same as --mask2former: a randomly initialised Mask2Former from a transformers config (no download)")  # fmt: skip
     ap.add_argument("--n", type=int, default=64, help="pairs per measurement")
@@ -189,11 +214,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="Mask2Former precision on CUDA")
     ap.add_argument("--mean-latent-samples", type=int, default=4096)
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=3, help="alternating serial / batched measurements (medians reported)")
+    ap.add_argument(
+        "--repeats", type=int, default=3, help="alternating serial / batched measurements (medians reported)"
+    )
     ap.add_argument("--threads", type=int, default=0, help="torch threads in-process (0: torch's default)")
     ap.add_argument("--ray-pools", type=int, nargs="*", default=[1, 2])
-    ap.add_argument("--ray-threads", type=int, default=0, help="run.torch_threads of the actors (0: cores / actors on CPU)")
-    ap.add_argument("--gpus-per-actor", type=float, default=0.0, help="0: the visible GPUs shared by all 2 x pool actors")
+    ap.add_argument(
+        "--ray-threads", type=int, default=0, help="run.torch_threads of the actors (0: cores / actors on CPU)"
+    )
+    ap.add_argument(
+        "--gpus-per-actor", type=float, default=0.0, help="0: the visible GPUs shared by all 2 x pool actors"
+    )
     ap.add_argument("--no-ray", action="store_true")
     ap.add_argument("--json-out", default="")
     args = ap.parse_args(argv)
@@ -205,7 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     m2f = build_mask2former(args.mask2former)
     common = dict(truncation=0.7, mean_latent_samples=args.mean_latent_samples, share_noise=True, device=device)
     scorer = PairScorer.from_scorer(
-        SemanticScorer(m2f.to(device), autocast_dtype=torch.bfloat16 if args.precision == "bf16" else None), threshold=5.0, min_classes=2
+        SemanticScorer(m2f.to(device), autocast_dtype=torch.bfloat16 if args.precision == "bf16" else None),
+        threshold=5.0,
+        min_classes=2,
     )
     base = {
         **machine_header(),

@@ -29,7 +29,7 @@ from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from scenimefy.benchmarking import append_json_lines, machine_header, median, timed  # noqa: E402
+from jobs.benchmarking import append_json_lines, machine_header, median, timed  # noqa: E402
 from scenimefy.models.translator import Downsample, Upsample  # noqa: E402
 
 # (module, channels, input side) at 256 px, ngf 64: G's two downsamplings and two upsamplings.
@@ -82,8 +82,10 @@ def check_equal(device: torch.device) -> float:
 
 def bench(kind: str, channels: int, side: int, form: str, args, device: torch.device) -> dict:
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
-    fn = (Downsample if kind == "down" else Upsample)(channels).to(device) if form == "conv" else (
-        down_pointwise if kind == "down" else up_pointwise
+    fn = (
+        (Downsample if kind == "down" else Upsample)(channels).to(device)
+        if form == "conv"
+        else (down_pointwise if kind == "down" else up_pointwise)
     )
     if args.compile:
         torch._dynamo.reset()
@@ -101,7 +103,9 @@ def bench(kind: str, channels: int, side: int, form: str, args, device: torch.de
     times = timed(run, device, args.steps, args.warmup)
     s = median(times)
     out_side = side // 2 if kind == "down" else side * 2
-    moved = x.numel() * x.element_size() * 2 + args.batch * channels * out_side**2 * x.element_size() * 2  # fwd + bwd, once each
+    moved = (
+        x.numel() * x.element_size() * 2 + args.batch * channels * out_side**2 * x.element_size() * 2
+    )  # fwd + bwd, once each
     return {
         "kind": kind, "form": form, "channels": channels, "side": side, "batch": args.batch, "dtype": args.dtype,
         "compile": args.compile, "channels_last": args.channels_last, "device": str(device),

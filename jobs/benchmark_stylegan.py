@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from scenimefy.benchmarking import (  # noqa: E402
+from jobs.benchmarking import (  # noqa: E402
     CLOCKS,
     PeakMemory,
     append_json_lines,
@@ -42,6 +42,7 @@ from scenimefy.benchmarking import (  # noqa: E402
     timed,
 )
 from scenimefy.config import Config, load_config  # noqa: E402
+from scenimefy.models.stylegan2 import freeze_for_finetuning  # noqa: E402
 from scenimefy.stages.stylegan import (  # noqa: E402
     StyleGANNets,
     build_discriminator,
@@ -50,11 +51,10 @@ from scenimefy.stages.stylegan import (  # noqa: E402
     finetune_step,
     pretrain_step,
 )
-from scenimefy.models.stylegan2 import freeze_for_finetuning  # noqa: E402
 
 
 def _times(fn, device: torch.device, steps: int, warmup: int, peak: PeakMemory, clock: str) -> tuple[float, float]:
-    """(median, minimum) seconds of the timed calls (see `scenimefy.benchmarking.timed`)."""
+    """(median, minimum) seconds of the timed calls (see `benchmarking.timed`)."""
     times = timed(fn, device, steps, warmup, clock, peak)
     return median(times), min(times)
 
@@ -87,7 +87,13 @@ def bench_pretrain(cfg: Config, batch: int, device: torch.device, steps: int, wa
 
     def run(step_index: int):
         return lambda i: pretrain_step(
-            nets, real, p=p, step=step_index, generator=torch.Generator().manual_seed(i), ema_decay=0.999, autocast=autocast
+            nets,
+            real,
+            p=p,
+            step=step_index,
+            generator=torch.Generator().manual_seed(i),
+            ema_decay=0.999,
+            autocast=autocast,
         )
 
     plain_step = next(i for i in range(1, 10_000) if i % p.d_reg_every and i % p.g_reg_every)
@@ -126,7 +132,7 @@ def _random_priors(device: torch.device):
     import lpips as lpips_lib
     import open_clip
 
-    from scenimefy.priors import ClipEmbedder
+    from scenimefy.priors.loading import ClipEmbedder
 
     torch.manual_seed(0)
     model = open_clip.create_model("ViT-B-32", pretrained=None, force_quick_gelu=True)
@@ -144,7 +150,7 @@ def bench_finetune(
         clip, lpips = _random_priors(device)
         priors = "random ViT-B-32 / LPIPS-VGG"
     else:
-        from scenimefy.priors import load_clip, load_lpips
+        from scenimefy.priors.loading import load_clip, load_lpips
 
         clip, lpips = load_clip(cfg.priors, device), load_lpips(cfg.priors, device)
         priors = f"{cfg.priors.clip_model}/{cfg.priors.clip_pretrained}, LPIPS-{cfg.priors.lpips_net}"
@@ -190,8 +196,14 @@ def bench_finetune(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=None, help="preset or YAML for the architecture (default: the paper's)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="section.key=value",
-                        help="config override, repeatable (e.g. --set finetune.patch_size=16)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="section.key=value",
+        help="config override, repeatable (e.g. --set finetune.patch_size=16)",
+    )
     parser.add_argument("--size", type=int, nargs="+", default=None, help="override stylegan.size (one run per size)")
     parser.add_argument("--batch", type=int, nargs="+", default=None, help="per-device batch (default: the preset's)")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default=None)
@@ -201,8 +213,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per kind of step (median)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
-                        help="wall time, or this process's CPU time (CPU device with --threads 1 on a shared machine)")
+    parser.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="wall time, or this process's CPU time (CPU device with --threads 1 on a shared machine)",
+    )
     parser.add_argument("--no-cudnn-benchmark", action="store_true", help="leave cudnn.benchmark off (no autotuning)")
     parser.add_argument("--json-out", default="")
     args = parser.parse_args(argv)

@@ -21,12 +21,28 @@ import sys
 
 import torch
 
-from scenimefy.benchmarking import CLOCKS, PeakMemory, append_json_lines, check_clock, machine_header, median, profile_once, timed
+from jobs.benchmarking import (
+    CLOCKS,
+    PeakMemory,
+    append_json_lines,
+    check_clock,
+    machine_header,
+    median,
+    profile_once,
+    timed,
+)
 from scenimefy.config import COMPILE_MODES, TranslatorConfig, load_config
-from scenimefy.host import configure_process
 from scenimefy.losses import hard_negative_weights, hdce_loss_layers, lsgan_loss, src_loss_layers, style_patch_nce
-from scenimefy.schedules import hdce_gamma_schedule, lambda_sup_schedule
-from scenimefy.stages.translator import TranslatorNets, assemble_nets, build_networks, build_optimizers, set_requires_grad, translator_step
+from scenimefy.stages.host import configure_process
+from scenimefy.stages.schedules import hdce_gamma_schedule, lambda_sup_schedule
+from scenimefy.stages.translator import (
+    TranslatorNets,
+    assemble_nets,
+    build_networks,
+    build_optimizers,
+    set_requires_grad,
+    translator_step,
+)
 
 
 def generator_flops_per_image(G: torch.nn.Module, size: int, device: torch.device) -> float:
@@ -166,7 +182,10 @@ def bench_training(
         torch._dynamo.reset()  # each configuration compiles afresh, as a training run would
     nets = assemble_nets(modules, opts, scheds, compile=compile, compile_mode=compile_mode)
     g = torch.Generator().manual_seed(0)
-    imgs = [(torch.rand(batch, 3, size, size, generator=g) * 2 - 1).to(device).contiguous(memory_format=fmt) for _ in range(4)]
+    imgs = [
+        (torch.rand(batch, 3, size, size, generator=g) * 2 - 1).to(device).contiguous(memory_format=fmt)
+        for _ in range(4)
+    ]
     autocast = precision == "bf16"
     peak = PeakMemory(device)
 
@@ -203,7 +222,9 @@ def bench_training(
     }
 
 
-def bench_inference(size: int, batch: int, precision: str, device: torch.device, steps: int, warmup: int, clock: str = "wall") -> dict:
+def bench_inference(
+    size: int, batch: int, precision: str, device: torch.device, steps: int, warmup: int, clock: str = "wall"
+) -> dict:
     cfg = load_config(None, [])
     G = build_networks(cfg.translator)["G"].to(device).eval()
     x = torch.rand(batch, 3, size, size, device=device) * 2 - 1
@@ -233,17 +254,37 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile G, D_U and D_P")
-    p.add_argument("--compile-mode", default="default", choices=sorted(COMPILE_MODES),
-                   help="torch.compile mode (translator.compile_mode)")
+    p.add_argument(
+        "--compile-mode",
+        default="default",
+        choices=sorted(COMPILE_MODES),
+        help="torch.compile mode (translator.compile_mode)",
+    )
     p.add_argument("--skip-inference", action="store_true")
-    p.add_argument("--layout", choices=["ours", "authors", "both"], default="ours",
-                   help="time our step, the authors' call pattern (the baseline), or both, alternating per size/batch")
-    p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
-                   help="wall time, or this process's CPU time (--device cpu --threads 1 on a shared machine)")
-    p.add_argument("--allocator", choices=["heap", "default"], default="heap",
-                   help="CPU: keep freed memory in glibc's heap as training does (run.cpu_keep_heap), or glibc's default")
-    p.add_argument("--profile", default="", metavar="DIR",
-                   help="after timing, profile one more step of each configuration: kernel table to DIR, time per kind of kernel in the JSON line")
+    p.add_argument(
+        "--layout",
+        choices=["ours", "authors", "both"],
+        default="ours",
+        help="time our step, the authors' call pattern (the baseline), or both, alternating per size/batch",
+    )
+    p.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="wall time, or this process's CPU time (--device cpu --threads 1 on a shared machine)",
+    )
+    p.add_argument(
+        "--allocator",
+        choices=["heap", "default"],
+        default="heap",
+        help="CPU: keep freed memory in glibc's heap as training does (run.cpu_keep_heap), or glibc's default",
+    )
+    p.add_argument(
+        "--profile",
+        default="",
+        metavar="DIR",
+        help="after timing, profile one more step of each configuration: kernel table to DIR, time per kind of kernel in the JSON line",
+    )
     p.add_argument("--json-out", default="")
     args = p.parse_args(argv)
     device = torch.device(args.device)
@@ -262,8 +303,18 @@ def main(argv: list[str] | None = None) -> int:
             for layout in ("ours", "authors") if args.layout == "both" else (args.layout,):
                 rows.append(
                     bench_training(
-                        size, batch, args.precision, device, args.steps, args.warmup, args.channels_last, args.compile, args.clock, layout,
-                        profile_dir=args.profile, compile_mode=args.compile_mode,
+                        size,
+                        batch,
+                        args.precision,
+                        device,
+                        args.steps,
+                        args.warmup,
+                        args.channels_last,
+                        args.compile,
+                        args.clock,
+                        layout,
+                        profile_dir=args.profile,
+                        compile_mode=args.compile_mode,
                     )
                 )
                 print(json.dumps(rows[-1]), flush=True)

@@ -4,7 +4,7 @@
     scenimefy submit --address http://HEAD:8265 pairs --config PRESET [section.key=value ...]
     python jobs/pairs.py --config PRESET [section.key=value ...]      # one machine, local Ray
 
-Arguments and checks: `scenimefy.jobs_runner` (see jobs/README.md).
+Arguments and checks: `scenimefy.commands.jobs_runner` (see jobs/README.md).
 """
 
 import sys
@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from scenimefy.jobs_runner import main  # noqa: E402
+from scenimefy.commands.jobs_runner import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main("pairs"))

@@ -40,7 +40,9 @@ class RunConfig:
     mlflow_tracking_uri: str = ""  # empty: $MLFLOW_TRACKING_URI, else sqlite under the run dir
     mlflow_experiment: str = "scenimefy"
     torch_threads: int = 0  # intra-op threads per worker; 0 = torch's default
-    cpu_keep_heap: bool = True  # CPU training: glibc keeps freed memory for reuse (no per-step page faults; scenimefy/host.py)
+    cpu_keep_heap: bool = (
+        True  # CPU training: glibc keeps freed memory for reuse (no per-step page faults; scenimefy/stages/host.py)
+    )
 
 
 @dataclass
@@ -92,7 +94,9 @@ class TranslatorConfig:
     max_steps: int = 0  # stop after this many steps (0: run all epochs); for demos and tests
     precision: str = "fp32"  # fp32 | bf16 autocast (GPU; or a CPU with bf16 instructions, AVX512-BF16/AMX)
     channels_last: bool = False  # channels_last memory format (GPU)
-    compile: bool = False  # torch.compile G, D_U and D_P (1.4x on an H100 at batch 16, 1.1x on a CPU; minutes of compiling first)
+    compile: bool = (
+        False  # torch.compile G, D_U and D_P (1.4x on an H100 at batch 16, 1.1x on a CPU; minutes of compiling first)
+    )
     compile_mode: str = "default"  # torch.compile mode: default | reduce-overhead (CUDA graphs, small batches) | max-autotune[-no-cudagraphs]
     init_from: str = ""  # start from these generator weights (ours or Shinkai_net_G.pth), counters at 0
     # bookkeeping
@@ -110,13 +114,15 @@ class TranslateConfig:
     max_side: int = 0  # downscale so the longer side is at most this (0: keep size)
     tile: int = 0  # translate in tiles of this size (0: whole image)
     tile_overlap: int = 32  # pixels shared by neighbouring tiles, blended linearly
-    memory_budget_gib: float = 0.0  # memory one G pass may use (0: 70 % of the device's free memory); larger images are tiled
+    memory_budget_gib: float = (
+        0.0  # memory one G pass may use (0: 70 % of the device's free memory); larger images are tiled
+    )
     device: str = "auto"  # auto | cpu | cuda
 
 
 @dataclass
 class PriorsConfig:
-    """Pretrained priors (CLIP, LPIPS-VGG, Mask2Former, Inception), resolved by `scenimefy.priors`."""
+    """Pretrained priors (CLIP, LPIPS-VGG, Mask2Former, Inception), resolved by `scenimefy.priors.loading`."""
 
     cache_dir: str = ""  # looked up first and downloaded into; empty: $SCENIMEFY_CACHE or ~/.cache/scenimefy
     offline: bool = False  # forbid downloads: a missing file is an error naming it
@@ -193,9 +199,9 @@ class FinetuneConfig:
     ema_half_life_kimg: float = 10.0
     flip: bool = True
     precision: str = "fp32"
-    log_every: int = 10
-    sample_every: int = 100
-    checkpoint_every: int = 250
+    log_every_steps: int = 10
+    sample_every_steps: int = 100
+    checkpoint_every_steps: int = 250
     keep_checkpoints: int = 2
 
 
@@ -218,7 +224,9 @@ class PairsConfig:
     segmenter_actors: int = 1  # ... and for Mask2Former
     gpus_per_actor: float = 1.0  # used when run.use_gpu
     precision: str = "bf16"  # Mask2Former precision on GPU (fp32 on CPU)
-    generator_group: int = 8  # seeds per generator call, aligned to seed // group: a row's images never depend on batching
+    generator_group: int = (
+        8  # seeds per generator call, aligned to seed // group: a row's images never depend on batching
+    )
     chunk_size: int = 10000  # at most this many seeds per chunk (the unit of resume; actor pools restart per chunk)
     max_candidates: int = 0  # streaming mode stops after this many candidates (0: no limit)
 
@@ -256,9 +264,11 @@ class TuneConfig:
 
 @dataclass
 class PipelineConfig:
-    """`scenimefy pipeline`: stages 0-3 in one driver, each stage's outputs feeding the next (scenimefy/pipeline.py)."""
+    """`scenimefy pipeline`: stages 0-3 in one driver, each stage's outputs feeding the next (scenimefy/distributed/pipeline.py)."""
 
-    stages: tuple[str, ...] = ()  # pretrain, finetune, pairs, train; empty: every stage whose output the config does not give
+    stages: tuple[
+        str, ...
+    ] = ()  # pretrain, finetune, pairs, train; empty: every stage whose output the config does not give
 
 
 @dataclass
@@ -295,7 +305,11 @@ class Config:
             raise ConfigError(f"run.num_workers={self.run.num_workers}: need at least 1")
         if t.batch_size_per_worker < 1:
             raise ConfigError(f"translator.batch_size_per_worker={t.batch_size_per_worker}: need at least 1")
-        for name, value in (("pretrain", self.pretrain.precision), ("finetune", self.finetune.precision), ("pairs", self.pairs.precision)):
+        for name, value in (
+            ("pretrain", self.pretrain.precision),
+            ("finetune", self.finetune.precision),
+            ("pairs", self.pairs.precision),
+        ):
             if value not in PRECISIONS:
                 raise ConfigError(f"{name}.precision={value!r}: expected one of {sorted(PRECISIONS)}")
         if self.translate.device not in ("auto", "cpu", "cuda"):
@@ -338,7 +352,9 @@ def read_yaml(preset_or_path: str) -> dict:
     else:
         names = preset_names()
         if preset_or_path not in names:
-            raise ConfigError(f"unknown preset {preset_or_path!r}: valid presets are {', '.join(names)} (or a .yaml path)")
+            raise ConfigError(
+                f"unknown preset {preset_or_path!r}: valid presets are {', '.join(names)} (or a .yaml path)"
+            )
         text = resources.files("scenimefy.configs").joinpath(preset_or_path + ".yaml").read_text()
     data = yaml.safe_load(text) or {}
     if not isinstance(data, dict):

@@ -35,7 +35,10 @@ def save_generator(path: Path, g: Generator) -> Path:
     """A rosinality-format checkpoint (g, d, g_ema, ...) holding g as g and g_ema."""
     arch = g.architecture()
     d = Discriminator(
-        arch["size"], channel_multiplier=arch["channel_multiplier"], channel_base=arch["channel_base"], channel_max=arch["channel_max"]
+        arch["size"],
+        channel_multiplier=arch["channel_multiplier"],
+        channel_base=arch["channel_base"],
+        channel_max=arch["channel_max"],
     )
     save_rosinality_checkpoint(path, g, d, g, None, None, {"size": arch["size"]})
     return Path(path)

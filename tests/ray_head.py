@@ -11,8 +11,8 @@ same cleanup a second later.
 
 from __future__ import annotations
 
-import json
 import http.client
+import json
 import os
 import random
 import re
@@ -144,7 +144,9 @@ def spawn_reaper(pgid: int, markers: list[str]) -> subprocess.Popen:
     this test process is gone. It exits by itself when the group ends normally."""
     code = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import ray_head; ray_head._reap()"
     args = [sys.executable, "-c", code, str(os.getpid()), str(pgid), *markers]
-    return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    return subprocess.Popen(
+        args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
 
 
 def _alive(pid: int) -> bool:
@@ -216,7 +218,9 @@ class RayHead:
         ]  # fmt: skip
         self._log_offset = self.log.stat().st_size if self.log.exists() else 0
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=quiet_env(), start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, env=quiet_env(), start_new_session=True
+            )
         spawn_reaper(self.proc.pid, [str(self.temp_dir), self.gcs_address])
         return self
 
@@ -236,7 +240,9 @@ class RayHead:
         for attempt in range(attempts):
             while time.monotonic() < deadline and self.proc.poll() is None:
                 if self._started():
-                    _wait_http(f"{self.address}/api/version", self.proc, self.log, deadline - time.monotonic(), "ray head")
+                    _wait_http(
+                        f"{self.address}/api/version", self.proc, self.log, deadline - time.monotonic(), "ray head"
+                    )
                     return self
                 time.sleep(0.5)
             if self.proc.poll() is None or attempt == attempts - 1:
@@ -305,7 +311,9 @@ class MlflowServer:
             "--artifacts-destination", str(self.root / "artifacts"),
         ]  # fmt: skip
         with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=quiet_env(), start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, env=quiet_env(), start_new_session=True
+            )
         spawn_reaper(self.proc.pid, [str(self.root)])
         return self
 

@@ -3,8 +3,8 @@
 import shutil
 import tempfile
 
+from scenimefy.distributed.tracking import MemoryTracker
 from scenimefy.stages.context import WorkerContext
-from scenimefy.tracking import MemoryTracker
 
 
 class Recorder:
@@ -23,4 +23,6 @@ class Recorder:
             self.checkpoints.append(dst)
 
     def context(self, tracker=None):
-        return WorkerContext(report=self.report, latest_checkpoint=lambda: self.resume_from, tracker=tracker or MemoryTracker())
+        return WorkerContext(
+            report=self.report, latest_checkpoint=lambda: self.resume_from, tracker=tracker or MemoryTracker()
+        )

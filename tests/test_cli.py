@@ -4,9 +4,9 @@ import pytest
 import torch
 from PIL import Image
 
-from scenimefy.cli import main
+from scenimefy.commands.cli import main
 from scenimefy.data.decode import list_image_files
-from scenimefy.inference import save_translator_snapshot
+from scenimefy.inference.translate import save_translator_snapshot
 from scenimefy.models.translator import ResnetGenerator
 
 
@@ -53,7 +53,20 @@ def tiny_snapshot(tmp_path):
 
 def test_translate_real_photos_keeps_sizes_and_names(tmp_path, tiny_snapshot, photos_dir, capsys):
     out = tmp_path / "out"
-    code = main(["translate", "--checkpoint", str(tiny_snapshot), "--out", str(out), "--device", "cpu", "--max-side", "160", str(photos_dir)])
+    code = main(
+        [
+            "translate",
+            "--checkpoint",
+            str(tiny_snapshot),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--max-side",
+            "160",
+            str(photos_dir),
+        ]
+    )
     assert code == 0
     inputs = list_image_files(str(photos_dir))
     outputs = sorted(p.name for p in out.rglob("*.png"))

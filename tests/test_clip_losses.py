@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_priors import tiny_priors_config
 
 from scenimefy.losses.clip_losses import clip_distance, clip_patch_nce, crop_patches, random_patch_corners
-from scenimefy.priors import load_clip
-from tiny_priors import tiny_priors_config
+from scenimefy.priors.loading import load_clip
 
 
 @pytest.fixture(autouse=True)
@@ -57,7 +57,9 @@ def test_corners_cover_every_valid_position_and_are_reproducible():
     assert random_patch_corners(8, 8, 2, g).eq(0).all()  # a patch the size of the image
 
 
-@pytest.mark.parametrize("size, patch, count, message", [(32, 33, 4, "does not fit"), (32, 0, 4, "does not fit"), (32, 8, 1, "at least 2")])
+@pytest.mark.parametrize(
+    "size, patch, count, message", [(32, 33, 4, "does not fit"), (32, 0, 4, "does not fit"), (32, 8, 1, "at least 2")]
+)
 def test_corners_reject_bad_sizes(size, patch, count, message):
     with pytest.raises(ValueError, match=message):
         random_patch_corners(size, patch, count, torch.Generator())
@@ -94,7 +96,9 @@ def test_patch_loss_of_a_batch_is_the_mean_of_per_image_losses(clip):
     x, y = _images(3, seed=0), _images(3, seed=1)
     corners = random_patch_corners(32, 12, 5, torch.Generator().manual_seed(3))
     batch = clip_patch_nce(clip, x, y, corners=corners, patch_size=12, tau=1.0)
-    singles = [clip_patch_nce(clip, x[i : i + 1], y[i : i + 1], corners=corners, patch_size=12, tau=1.0) for i in range(3)]
+    singles = [
+        clip_patch_nce(clip, x[i : i + 1], y[i : i + 1], corners=corners, patch_size=12, tau=1.0) for i in range(3)
+    ]
     assert batch.item() == pytest.approx(torch.stack(singles).mean().item(), rel=1e-5)
 
 
@@ -122,7 +126,9 @@ def test_gradient_reaches_the_target_image_only(clip):
     x = _images(2, seed=0).requires_grad_(True)
     y = _images(2, seed=1).requires_grad_(True)
     corners = torch.tensor([[0, 0], [8, 8], [16, 4]])
-    loss = clip_patch_nce(clip, x, y, corners=corners, patch_size=16, tau=1.0) + clip_distance(clip(x.detach()), clip(y))
+    loss = clip_patch_nce(clip, x, y, corners=corners, patch_size=16, tau=1.0) + clip_distance(
+        clip(x.detach()), clip(y)
+    )
     loss.backward()
     assert x.grad is None  # keys (x^p crops) are detached
     assert y.grad is not None and y.grad.abs().sum() > 0

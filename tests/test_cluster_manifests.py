@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scenimefy.jobs_runner import WORKLOADS, check_gpus, parse_job_args, resolve_config
+from scenimefy.commands.jobs_runner import WORKLOADS, check_gpus, parse_job_args, resolve_config
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "cluster"
@@ -107,7 +107,11 @@ def test_cluster_launcher_passes_rays_schema():
     assert len(gpu) == 1 and re.match(r"(g|p)\d", gpu[0]["node_config"]["InstanceType"])  # an AWS GPU family
     assert 0 <= gpu[0]["min_workers"] < gpu[0]["max_workers"] <= raw["max_workers"]  # autoscaling bounds
     start = " ".join(raw["head_start_ray_commands"])
-    assert "ray start --head --port=6379" in start and "--dashboard-host=0.0.0.0" in start and "--autoscaling-config" in start
+    assert (
+        "ray start --head --port=6379" in start
+        and "--dashboard-host=0.0.0.0" in start
+        and "--autoscaling-config" in start
+    )
     assert "ray start --address=$RAY_HEAD_IP:6379" in " ".join(raw["worker_start_ray_commands"])
     assert f"-v {SHARED}:{SHARED}" in raw["docker"]["run_options"]
     assert any(f"{SHARED}" in c and "mount" in c for c in raw["initialization_commands"])
@@ -132,8 +136,16 @@ def test_raycluster_heads_and_gpu_workers():
 def test_shared_volume_and_mlflow_are_wired(kind):
     _, doc = _kind(kind)
     spec = doc["spec"] if kind == "RayCluster" else doc["spec"]["rayClusterSpec"]
-    claims = {d["metadata"]["name"] for d in _docs(CLUSTER / "kuberay-storage-mlflow.yaml") if d["kind"] == "PersistentVolumeClaim"}
-    rwx = [d for d in _docs(CLUSTER / "kuberay-storage-mlflow.yaml") if d["kind"] == "PersistentVolumeClaim" and "ReadWriteMany" in d["spec"]["accessModes"]]
+    claims = {
+        d["metadata"]["name"]
+        for d in _docs(CLUSTER / "kuberay-storage-mlflow.yaml")
+        if d["kind"] == "PersistentVolumeClaim"
+    }
+    rwx = [
+        d
+        for d in _docs(CLUSTER / "kuberay-storage-mlflow.yaml")
+        if d["kind"] == "PersistentVolumeClaim" and "ReadWriteMany" in d["spec"]["accessModes"]
+    ]
     assert len(rwx) == 1
     service = next(d for d in _docs(CLUSTER / "kuberay-storage-mlflow.yaml") if d["kind"] == "Service")
     mlflow_uri = f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}"
@@ -161,9 +173,9 @@ def _mlflow_args() -> list[str]:
 
 
 def test_rayjob_runs_the_pipeline_stages_with_resolvable_configs():
-    from scenimefy.distributed.pairs import pairs_dir_of
     from scenimefy.distributed.cluster import storage_path_of
-    from scenimefy.pipeline import STAGES, TRAIN, plan_pipeline
+    from scenimefy.distributed.pairs import pairs_dir_of
+    from scenimefy.distributed.pipeline import STAGES, TRAIN, plan_pipeline
 
     _, doc = _kind("RayJob")
     spec = doc["spec"]
@@ -199,7 +211,9 @@ def test_rtx3090_preset_asks_for_one_gpu():
     assert cfg.run.use_gpu and cfg.run.num_workers == 1
     check_gpus("train", cfg, 1, allow_autoscale=False)
     for stage in ("pretrain", "finetune"):
-        check_gpus(stage, resolve_config(stage, parse_job_args(stage, ["--config", "rtx3090"])), 1, allow_autoscale=False)
+        check_gpus(
+            stage, resolve_config(stage, parse_job_args(stage, ["--config", "rtx3090"])), 1, allow_autoscale=False
+        )
 
 
 def test_readme_commands_parse_and_name_real_files():
@@ -212,7 +226,9 @@ def test_readme_commands_parse_and_name_real_files():
     add_cluster_commands(parser.add_subparsers(dest="command", required=True))
     text = (CLUSTER / "README.md").read_text()
     code = "\n".join(re.findall(r"^```\n(.*?)^```", text, re.M | re.S)).replace("\\\n", " ")
-    submits = [line.split("scenimefy submit", 1)[1].split("#")[0] for line in code.splitlines() if "scenimefy submit " in line]
+    submits = [
+        line.split("scenimefy submit", 1)[1].split("#")[0] for line in code.splitlines() if "scenimefy submit " in line
+    ]
     submits = [s for s in submits if not s.strip().startswith("[")]  # the synopsis
     assert len(submits) >= 3
     for tail in submits:

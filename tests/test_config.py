@@ -15,7 +15,9 @@ def test_defaults_are_the_papers_hyperparameters():
 
 
 def test_overrides_are_typed():
-    cfg = load_config("tiny", ["translator.lambda_src=0.1", "run.use_gpu=false", "translator.nce_layers=0,4,8", "run.num_workers=3"])
+    cfg = load_config(
+        "tiny", ["translator.lambda_src=0.1", "run.use_gpu=false", "translator.nce_layers=0,4,8", "run.num_workers=3"]
+    )
     assert cfg.translator.lambda_src == 0.1
     assert cfg.run.use_gpu is False
     assert cfg.translator.nce_layers == (0, 4, 8)

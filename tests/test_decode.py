@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from shared_photos import PHOTOS as SHARED_PHOTOS
 
 from scenimefy.data.decode import (
     IMAGE_EXTENSIONS,
@@ -18,8 +19,6 @@ from scenimefy.data.decode import (
     load_image,
     resize_square,
 )
-
-from shared_photos import PHOTOS as SHARED_PHOTOS
 
 
 def _decoded(tmp_path: Path, img: Image.Image, name: str, **save_kw) -> np.ndarray:
@@ -244,8 +243,16 @@ def test_decode_error_is_a_value_error():
 
 
 def test_list_image_files_recursive_sorted_case_insensitive_skips_hidden(tmp_path):
-    for rel in ["b.PNG", "a.jpg", "sub/c.JpEg", "sub/deep/d.webp", "notes.txt", ".hidden.png",
-                ".cache/e.png", "sub/f.tiff"]:
+    for rel in [
+        "b.PNG",
+        "a.jpg",
+        "sub/c.JpEg",
+        "sub/deep/d.webp",
+        "notes.txt",
+        ".hidden.png",
+        ".cache/e.png",
+        "sub/f.tiff",
+    ]:
         p = tmp_path / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"x")
@@ -290,7 +297,9 @@ def test_decoding_and_demo_data_import_neither_torch_nor_ray():
     import subprocess
     import sys
 
-    code = ("import sys, scenimefy.data.decode, scenimefy.data.demo_scenes, scenimefy.images; "
-            "print(sorted(m for m in ('torch', 'ray') if m in sys.modules))")
+    code = (
+        "import sys, scenimefy.data.decode, scenimefy.demo.scenes, scenimefy.data.images; "
+        "print(sorted(m for m in ('torch', 'ray') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from scenimefy.data.decode import list_image_files, load_image
-from scenimefy.data.demo_scenes import (
+from scenimefy.demo.scenes import (
     NUM_LABELS,
     SKY,
     SceneParams,
@@ -51,8 +51,9 @@ def _flat_fraction(a: np.ndarray) -> float:
     """Fraction of pixels exactly equal to their four neighbours (0 under sensor noise)."""
     a = a.astype(np.int16)
     c = a[1:-1, 1:-1]
-    same = ((c == a[:-2, 1:-1]).all(2) & (c == a[2:, 1:-1]).all(2)
-            & (c == a[1:-1, :-2]).all(2) & (c == a[1:-1, 2:]).all(2))
+    same = (
+        (c == a[:-2, 1:-1]).all(2) & (c == a[2:, 1:-1]).all(2) & (c == a[1:-1, :-2]).all(2) & (c == a[1:-1, 2:]).all(2)
+    )
     return float(same.mean())
 
 

@@ -19,8 +19,8 @@ from torch import nn
 
 from scenimefy.config import load_config
 from scenimefy.data.decode import list_image_files, load_image, resize_square
-from scenimefy.evaluation import DistributionMetrics
-from scenimefy.images import from_uint8
+from scenimefy.data.images import from_uint8
+from scenimefy.evaluation.metrics import DistributionMetrics
 
 SIZE = 32
 
@@ -52,7 +52,7 @@ class IdentityGenerator(nn.Module):
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    from scenimefy.data.demo_scenes import write_demo_dataset
+    from scenimefy.demo.scenes import write_demo_dataset
 
     root = tmp_path_factory.mktemp("evaluate")
     return write_demo_dataset(str(root / "demo"), n_photos=0, n_anime=6, n_pairs=0, n_test=5, size=SIZE, seed=0)
@@ -67,7 +67,7 @@ def priors(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def scorer(priors):
-    from scenimefy.segmentation import SemanticScorer
+    from scenimefy.priors.segmentation import SemanticScorer
 
     return SemanticScorer.from_priors(priors, "cpu", precision="fp32")
 
@@ -91,11 +91,18 @@ def _entropy_term(scorer, photos: list[str]) -> torch.Tensor:
 
 
 def test_epoch_evaluator_scores_fid_kid_l_bce_and_the_objective(demo, scorer):
-    from scenimefy.evaluate_run import make_epoch_evaluator
+    from scenimefy.evaluation.scoring import make_epoch_evaluator
 
     # The reference set is the held-out photos themselves and G is the identity: FID ~ 0, and
     # each photo's L_BCE with its "translation" is its scores' entropy term.
-    cfg = _cfg(demo, None, "evaluate.every_epochs=1", f"data.anime={demo['test']}", "evaluate.bce_weight=10", "evaluate.batch_size=2")
+    cfg = _cfg(
+        demo,
+        None,
+        "evaluate.every_epochs=1",
+        f"data.anime={demo['test']}",
+        "evaluate.bce_weight=10",
+        "evaluate.batch_size=2",
+    )
     evaluate = make_epoch_evaluator(cfg, feature_extractor=TinyFeatures(), scorer=scorer)
     G = IdentityGenerator().train()
     out = evaluate(G, 1)
@@ -113,32 +120,36 @@ def test_epoch_evaluator_scores_fid_kid_l_bce_and_the_objective(demo, scorer):
 
 
 def test_epoch_evaluator_with_one_metric_off(demo, scorer):
-    from scenimefy.evaluate_run import make_epoch_evaluator
+    from scenimefy.evaluation.scoring import make_epoch_evaluator
 
-    only_fid = make_epoch_evaluator(_cfg(demo, None, "evaluate.every_epochs=1", "evaluate.semantic=false"), feature_extractor=TinyFeatures())
+    only_fid = make_epoch_evaluator(
+        _cfg(demo, None, "evaluate.every_epochs=1", "evaluate.semantic=false"), feature_extractor=TinyFeatures()
+    )
     out = only_fid(IdentityGenerator(), 1)
     assert "l_bce" not in out and out["objective"] == out["fid"]
-    only_bce = make_epoch_evaluator(_cfg(demo, None, "evaluate.every_epochs=1", "evaluate.fid=false", "evaluate.bce_weight=2"), scorer=scorer)
+    only_bce = make_epoch_evaluator(
+        _cfg(demo, None, "evaluate.every_epochs=1", "evaluate.fid=false", "evaluate.bce_weight=2"), scorer=scorer
+    )
     out = only_bce(IdentityGenerator(), 1)
     assert "fid" not in out and out["objective"] == pytest.approx(2 * out["l_bce"])
 
 
 def test_epoch_evaluator_is_off_without_photos_or_interval(demo):
-    from scenimefy.evaluate_run import make_epoch_evaluator
+    from scenimefy.evaluation.scoring import make_epoch_evaluator
 
     assert make_epoch_evaluator(_cfg(demo)) is None  # every_epochs = 0
     assert make_epoch_evaluator(load_config(None, ["evaluate.every_epochs=1"])) is None  # no photos
 
 
 def test_held_out_subset_is_the_first_max_images(demo):
-    from scenimefy.evaluate_run import held_out_photos
+    from scenimefy.evaluation.scoring import held_out_photos
 
     cfg = _cfg(demo, None, "evaluate.max_images=3")
     assert held_out_photos(cfg.evaluate) == list_image_files(demo["test"])[:3]
 
 
 def test_empty_or_missing_folders_are_clear_errors(demo, tmp_path):
-    from scenimefy.evaluate_run import make_epoch_evaluator
+    from scenimefy.evaluation.scoring import make_epoch_evaluator
 
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -149,11 +160,13 @@ def test_empty_or_missing_folders_are_clear_errors(demo, tmp_path):
     with pytest.raises(ValueError, match="anime reference folder .* holds 0 image"):
         make_epoch_evaluator(_cfg(demo, None, "evaluate.every_epochs=1", f"data.anime={empty}"))
     with pytest.raises(ValueError, match="evaluate.fid=true and/or evaluate.semantic=true"):
-        make_epoch_evaluator(_cfg(demo, None, "evaluate.every_epochs=1", "evaluate.fid=false", "evaluate.semantic=false"))
+        make_epoch_evaluator(
+            _cfg(demo, None, "evaluate.every_epochs=1", "evaluate.fid=false", "evaluate.semantic=false")
+        )
 
 
 def test_translations_are_matched_to_photos_by_stem(demo, tmp_path):
-    from scenimefy.evaluate_run import pair_by_stem
+    from scenimefy.evaluation.scoring import pair_by_stem
 
     photos = list_image_files(demo["test"])
     translations = [str(tmp_path / (Path(p).stem + ".png")) for p in photos]
@@ -173,7 +186,11 @@ def tiny_fid(monkeypatch):
     """FID/KID on the driver with the tiny feature network instead of Inception."""
     import scenimefy.distributed.evaluate as driver
 
-    monkeypatch.setattr(driver, "DistributionMetrics", lambda priors, device: DistributionMetrics(feature_extractor=TinyFeatures(), device=device))
+    monkeypatch.setattr(
+        driver,
+        "DistributionMetrics",
+        lambda priors, device: DistributionMetrics(feature_extractor=TinyFeatures(), device=device),
+    )
 
 
 def _parser():
@@ -185,18 +202,25 @@ def _parser():
 
 
 @pytest.mark.ray
-def test_evaluate_a_checkpoint_writes_the_report_and_an_mlflow_child_run(ray_local, tiny_fid, demo, priors, tmp_path, capsys):
+def test_evaluate_a_checkpoint_writes_the_report_and_an_mlflow_child_run(
+    ray_local, tiny_fid, demo, priors, tmp_path, capsys
+):
     from mlflow.tracking import MlflowClient
 
-    from scenimefy.inference import save_translator_snapshot
+    from scenimefy.distributed.tracking import find_or_create_run, resolve_tracking_uri
+    from scenimefy.inference.translate import save_translator_snapshot
     from scenimefy.models.translator import ResnetGenerator
-    from scenimefy.tracking import find_or_create_run, resolve_tracking_uri
 
     torch.manual_seed(0)
     checkpoint = save_translator_snapshot(tmp_path / "generator.pt", ResnetGenerator(ngf=8, n_blocks=1), {})
     overrides = [
-        f"evaluate.photos={demo['test']}", f"data.anime={demo['anime']}", f"evaluate.size={SIZE}", "evaluate.batch_size=2",
-        f"run.output_dir={tmp_path / 'runs'}", "run.name=trained", "evaluate.max_images=4",
+        f"evaluate.photos={demo['test']}",
+        f"data.anime={demo['anime']}",
+        f"evaluate.size={SIZE}",
+        "evaluate.batch_size=2",
+        f"run.output_dir={tmp_path / 'runs'}",
+        "run.name=trained",
+        "evaluate.max_images=4",
         *[f"priors.{k}={v}" for k, v in vars(priors).items()],
     ]
     # the training run this checkpoint came from, already in the MLflow store
@@ -213,29 +237,47 @@ def test_evaluate_a_checkpoint_writes_the_report_and_an_mlflow_child_run(ray_loc
     assert report["num_real"] == 6 and report["num_fake"] == 4 and report["size"] == SIZE
     assert np.isfinite(report["fid"]) and 4.0 < report["l_bce"] < 5.2 and report["num_scored"] == 4
     assert report["objective"] == pytest.approx(report["fid"] + 10.0 * report["l_bce"])
-    assert [Path(r["photo"]).name for r in report["per_image"]] == [Path(p).name for p in list_image_files(demo["test"])[:4]]
+    assert [Path(r["photo"]).name for r in report["per_image"]] == [
+        Path(p).name for p in list_image_files(demo["test"])[:4]
+    ]
     assert len(list_image_files(tmp_path / "eval" / "translations")) == 4
 
     client = MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name("scenimefy").experiment_id], filter_string="tags.`mlflow.runName` = 'trained-eval'")
+    runs = client.search_runs(
+        [client.get_experiment_by_name("scenimefy").experiment_id],
+        filter_string="tags.`mlflow.runName` = 'trained-eval'",
+    )
     assert len(runs) == 1
     run = runs[0]
     assert run.data.tags["mlflow.parentRunId"] == training_run
-    assert run.data.metrics["l_bce"] == pytest.approx(report["l_bce"]) and run.data.metrics["fid"] == pytest.approx(report["fid"])
+    assert run.data.metrics["l_bce"] == pytest.approx(report["l_bce"]) and run.data.metrics["fid"] == pytest.approx(
+        report["fid"]
+    )
     assert "report.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
 
 
 @pytest.mark.ray
-def test_existing_translations_identical_to_the_photos_score_their_entropy_term(ray_local, tiny_fid, demo, priors, scorer, tmp_path):
+def test_existing_translations_identical_to_the_photos_score_their_entropy_term(
+    ray_local, tiny_fid, demo, priors, scorer, tmp_path
+):
     from scenimefy.distributed.evaluate import evaluate_translator
 
     translations = tmp_path / "translations"
     shutil.copytree(demo["test"], translations)
-    cfg = _cfg(demo, priors, f"run.output_dir={tmp_path / 'runs'}", "evaluate.fid=false", "pairs.segmenter_actors=2", "evaluate.batch_size=2")
+    cfg = _cfg(
+        demo,
+        priors,
+        f"run.output_dir={tmp_path / 'runs'}",
+        "evaluate.fid=false",
+        "pairs.segmenter_actors=2",
+        "evaluate.batch_size=2",
+    )
     outcome = evaluate_translator(cfg, out_dir=str(tmp_path / "eval"), translations=str(translations))
     per_image = np.array([r["l_bce"] for r in outcome.report["per_image"]])
     photos = list_image_files(demo["test"])
-    np.testing.assert_allclose(per_image, _entropy_term(scorer, photos).numpy(), rtol=1e-5)  # batched on 2 actors, in order
+    np.testing.assert_allclose(
+        per_image, _entropy_term(scorer, photos).numpy(), rtol=1e-5
+    )  # batched on 2 actors, in order
     assert [r["pixel_agreement"] for r in outcome.report["per_image"]] == [1.0] * len(photos)
     assert "fid" not in outcome.report and outcome.report["objective"] == pytest.approx(10.0 * outcome.report["l_bce"])
 
@@ -253,7 +295,9 @@ def test_bad_inputs_fail_before_any_work(demo, tmp_path):
     out = str(tmp_path / "eval")
     with pytest.raises(ValueError, match="evaluate.photos=.*holds no images"):
         evaluate_translator(_cfg(demo, None, f"evaluate.photos={empty}"), out_dir=out, translations=str(partial))
-    with pytest.raises(ValueError, match=r"5 photos but 3 translations .* 2 photos without a translation: 000003, 000004"):
+    with pytest.raises(
+        ValueError, match=r"5 photos but 3 translations .* 2 photos without a translation: 000003, 000004"
+    ):
         evaluate_translator(cfg, out_dir=out, translations=str(partial))
     with pytest.raises(ValueError, match="translations folder .* holds no images"):
         evaluate_translator(cfg, out_dir=out, translations=str(empty))
@@ -266,6 +310,8 @@ def test_bad_inputs_fail_before_any_work(demo, tmp_path):
 def test_cli_requires_a_checkpoint_or_translations(demo, capsys):
     with pytest.raises(SystemExit):
         _parser().parse_args(["evaluate", "--out", "x"])
-    args = _parser().parse_args(["evaluate", "--translations", "t", "--out", "o", "--dry-run", f"evaluate.photos={demo['test']}"])
+    args = _parser().parse_args(
+        ["evaluate", "--translations", "t", "--out", "o", "--dry-run", f"evaluate.photos={demo['test']}"]
+    )
     assert args.func(args) == 0
     assert "# held-out photos: 5" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""FID / KID (scenimefy.evaluation) with a tiny random feature extractor; no downloads."""
+"""FID / KID (scenimefy.evaluation.metrics) with a tiny random feature extractor; no downloads."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from PIL import Image
 from torch import nn
 
 from scenimefy.config import PriorsConfig
-from scenimefy.evaluation import (
+from scenimefy.evaluation.metrics import (
     DistributionMetrics,
     as_uint8_images,
     check_matched_counts,
@@ -330,7 +330,7 @@ def inception_cfg(tmp_path_factory) -> PriorsConfig:
 
 
 def test_real_inception_path_runs_offline_and_matches_make_fid_metric(inception_cfg):
-    from scenimefy.priors import make_fid_metric
+    from scenimefy.priors.loading import make_fid_metric
 
     real, fake = random_images(3, size=32), brighten(random_images(3, size=32, seed=1), 60)
     metrics = DistributionMetrics(inception_cfg, feature=64)
@@ -347,7 +347,7 @@ def test_real_inception_path_runs_offline_and_matches_make_fid_metric(inception_
 
 
 def test_real_inception_offline_without_weights_names_the_file(tmp_path):
-    from scenimefy.priors import FID_INCEPTION_FILE, PriorNotAvailable
+    from scenimefy.priors.loading import FID_INCEPTION_FILE, PriorNotAvailable
 
     with pytest.raises(PriorNotAvailable, match=FID_INCEPTION_FILE):
         DistributionMetrics(PriorsConfig(cache_dir=str(tmp_path), offline=True))

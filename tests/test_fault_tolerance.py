@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from ray_head import MlflowServer, RayHead, die_with_parent, quiet_env
 
 pytestmark = pytest.mark.ray
@@ -31,7 +30,9 @@ pytestmark = pytest.mark.ray
 TOTAL_STEPS = 16
 CHECKPOINT_EVERY = 4
 RUN_NAME = "ft-tiny"
-DEADLINE_S = float(os.environ.get("SCENIMEFY_FT_DEADLINE_S", "480"))  # a hang guard for the whole test, not a speed check
+DEADLINE_S = float(
+    os.environ.get("SCENIMEFY_FT_DEADLINE_S", "480")
+)  # a hang guard for the whole test, not a speed check
 
 
 def _job_args(root: Path, data: dict[str, str]) -> list[str]:
@@ -82,7 +83,9 @@ def _logged_steps(client, run_id: str, until_ms: float | None = None) -> list[in
 def _train_worker_pids(address: str) -> list[int]:
     from ray.util.state import list_actors
 
-    actors = list_actors(address=address, filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")], timeout=20)
+    actors = list_actors(
+        address=address, filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")], timeout=20
+    )
     return [a.pid for a in actors if a.pid]
 
 
@@ -104,8 +107,8 @@ def _wait(what: str, predicate, deadline: float, submit: subprocess.Popen, log: 
 def test_killed_worker_resumes_from_last_checkpoint():
     from mlflow.tracking import MlflowClient
 
-    from scenimefy.data.demo_scenes import write_demo_dataset
-    from scenimefy.jobs_runner import parse_result
+    from scenimefy.commands.jobs_runner import parse_result
+    from scenimefy.demo.scenes import write_demo_dataset
 
     started = time.monotonic()
     deadline = started + DEADLINE_S
@@ -140,10 +143,22 @@ def test_killed_worker_resumes_from_last_checkpoint():
         storage = root / "out" / "ray" / RUN_NAME
 
         # Wait for the controller to register a checkpoint, and for training to go past it.
-        ckpt_step = _wait("the first registered checkpoint", lambda: max(_registered_checkpoint_steps(storage), default=0), deadline, submit, log)
+        ckpt_step = _wait(
+            "the first registered checkpoint",
+            lambda: max(_registered_checkpoint_steps(storage), default=0),
+            deadline,
+            submit,
+            log,
+        )
         runs = _wait("the MLflow run", lambda: _mlflow_run(client), deadline, submit, log)
         run_id = runs[0].info.run_id
-        _wait(f"a step after {ckpt_step}", lambda: max(_logged_steps(client, run_id), default=0) > ckpt_step, deadline, submit, log)
+        _wait(
+            f"a step after {ckpt_step}",
+            lambda: max(_logged_steps(client, run_id), default=0) > ckpt_step,
+            deadline,
+            submit,
+            log,
+        )
         assert max(_logged_steps(client, run_id)) < TOTAL_STEPS, "training finished before the kill: make it longer"
 
         # Kill one Ray Train worker process.
@@ -226,7 +241,9 @@ def test_each_rank_reads_its_own_copy_of_a_remote_checkpoint(tmp_path):
     assert checkpoint_folder(local, 0) == str(tmp_path / "ckpt")  # read in place, nothing copied
 
     # A filesystem that is not pyarrow's LocalFileSystem is downloaded, as s3:// or gs:// would be.
-    remote = ray.train.Checkpoint("ckpt", filesystem=pyarrow.fs.SubTreeFileSystem(str(tmp_path), pyarrow.fs.LocalFileSystem()))
+    remote = ray.train.Checkpoint(
+        "ckpt", filesystem=pyarrow.fs.SubTreeFileSystem(str(tmp_path), pyarrow.fs.LocalFileSystem())
+    )
     rank0, rank1 = (pickle.loads(pickle.dumps(remote)) for _ in range(2))
     shared = rank0.to_directory()
     try:

@@ -26,12 +26,19 @@ from scenimefy.stages.translator import TranslatorNets, build_networks, build_op
 
 GOLDEN = Path(__file__).parent / "golden" / "translator_tiny.json"
 KEYS = ["loss_D_U", "loss_D_P", "loss_G", "loss_G_gan", "loss_G_gan_p", "loss_src", "loss_hdce", "loss_style_nce"]
-PINNED_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "OMP_NUM_THREADS": "2"}
+PINNED_KERNELS = {
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+    "OMP_NUM_THREADS": "2",
+}
 
 
 def _first_losses(n_steps=4):
     torch.manual_seed(0)
-    cfg = load_config("tiny", ["translator.ngf=8", "translator.ndf=8", "translator.num_patches=16", "translator.head_dim=16"])
+    cfg = load_config(
+        "tiny", ["translator.ngf=8", "translator.ndf=8", "translator.num_patches=16", "translator.head_dim=16"]
+    )
     modules = build_networks(cfg.translator)
     opts, scheds = build_optimizers(modules, cfg.translator)
     nets = TranslatorNets(**modules, optimizers=opts, schedulers=scheds)

@@ -9,7 +9,7 @@ import pytest
 
 CHILD = """
 import json, resource, sys, torch
-from scenimefy.host import keep_freed_memory_in_heap
+from scenimefy.stages.host import keep_freed_memory_in_heap
 if sys.argv[1] == "keep":
     assert keep_freed_memory_in_heap()
 w = torch.ones(16 * 2**20, requires_grad=True)  # a 64 MiB parameter: its activations are 64 MiB blocks
@@ -41,7 +41,7 @@ def test_kept_heap_reuses_freed_blocks_instead_of_faulting_them_in_again():
 def test_configure_process_sets_threads_and_leaves_the_allocator_alone_on_gpus(monkeypatch):
     import torch
 
-    from scenimefy import host
+    from scenimefy.stages import host
 
     calls = []
     monkeypatch.setattr(host, "keep_freed_memory_in_heap", lambda: calls.append("heap") or True)

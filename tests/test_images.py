@@ -9,8 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from scenimefy.images import atomic_path, from_uint8, image_grid, save_image_atomic, to_uint8
-
+from scenimefy.data.images import atomic_path, from_uint8, image_grid, save_image_atomic, to_uint8
 
 # ----------------------------------------------------------------------------------------
 # to_uint8 / from_uint8

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from shared_photos import PHOTOS
 
 from scenimefy.data.decode import load_image
-from scenimefy.images import from_uint8, to_uint8
-from scenimefy.inference import (
+from scenimefy.data.images import from_uint8, to_uint8
+from scenimefy.inference.translate import (
     SNAPSHOT_FORMAT,
     MemoryPlan,
     TranslateReport,
@@ -27,7 +28,6 @@ from scenimefy.inference import (
 )
 from scenimefy.models.translator import ResnetGenerator, init_weights
 
-from shared_photos import PHOTOS
 needs_photos = pytest.mark.skipif(not (PHOTOS / "hf_1.png").is_file(), reason="shared photos not available")
 
 
@@ -118,9 +118,7 @@ def test_max_side_leaves_small_images_alone(tmp_path):
 
 def test_batching_does_not_change_results(tmp_path):
     g = _generator()
-    srcs = [
-        _noise_image(tmp_path / "in" / f"{i}.png", 30 + i, 20, seed=i) for i in range(3)
-    ]  # one padded size
+    srcs = [_noise_image(tmp_path / "in" / f"{i}.png", 30 + i, 20, seed=i) for i in range(3)]  # one padded size
     one = _run(g, srcs, tmp_path / "b1", batch_size=1)
     three = _run(g, srcs, tmp_path / "b3", batch_size=3)
     for a, b in zip(one.written, three.written, strict=True):
@@ -212,9 +210,7 @@ def test_tile_not_smaller_than_image_equals_untiled(tmp_path):
     tiled = _run(g, [src], tmp_path / "tiled", tile=96, tile_overlap=16)
     assert np.array_equal(_pixels(plain.written[0]), _pixels(tiled.written[0]))
     x = from_uint8(np.array(load_image(src)))[0]
-    assert torch.equal(
-        translate_tiled(g, x, tile=92, tile_overlap=8, batch_size=2), translate_batch(g, [x])[0]
-    )
+    assert torch.equal(translate_tiled(g, x, tile=92, tile_overlap=8, batch_size=2), translate_batch(g, [x])[0])
 
 
 @pytest.fixture(scope="module")
@@ -269,9 +265,7 @@ def test_tiled_files_have_exact_size(tmp_path):
 
 def test_snapshot_round_trip(tmp_path):
     g = _generator(ngf=8, n_blocks=2)
-    path = save_translator_snapshot(
-        tmp_path / "ckpt" / "generator.pt", g, {"translator": {"ngf": 8, "taps": (0, 4)}}
-    )
+    path = save_translator_snapshot(tmp_path / "ckpt" / "generator.pt", g, {"translator": {"ngf": 8, "taps": (0, 4)}})
     raw = torch.load(path, map_location="cpu", weights_only=True)
     assert raw["format"] == SNAPSHOT_FORMAT and raw["version"] == 1
     assert raw["arch"] == {"ngf": 8, "n_blocks": 2}
@@ -317,9 +311,7 @@ def test_incomplete_cut_state_dict_names_missing_keys(tmp_path):
     state = _generator(ngf=4, n_blocks=2).state_dict()
     del state["model.13.conv_block.5.bias"]
     torch.save(state, tmp_path / "partial.pth")
-    with pytest.raises(
-        ValueError, match=r"partial\.pth: .*1 missing keys \(model\.13\.conv_block\.5\.bias\)"
-    ):
+    with pytest.raises(ValueError, match=r"partial\.pth: .*1 missing keys \(model\.13\.conv_block\.5\.bias\)"):
         load_translator(tmp_path / "partial.pth", "cpu")
 
 
@@ -343,9 +335,7 @@ def test_bad_checkpoint_paths_give_one_line_errors(tmp_path):
     with pytest.raises(ValueError, match=r"disc\.pth: not a CUT ResnetGenerator state dict"):
         load_translator(tmp_path / "disc.pth", "cpu")
     torch.save({"format": "scenimefy.training_state", "version": 1}, tmp_path / "state.pt")
-    with pytest.raises(
-        ValueError, match=r"state\.pt: a 'scenimefy\.training_state' file, not a translator snapshot"
-    ):
+    with pytest.raises(ValueError, match=r"state\.pt: a 'scenimefy\.training_state' file, not a translator snapshot"):
         load_translator(tmp_path / "state.pt", "cpu")
     torch.save([1, 2, 3], tmp_path / "list.pt")
     with pytest.raises(ValueError, match=r"list\.pt: not a translator checkpoint"):

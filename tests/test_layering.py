@@ -8,7 +8,13 @@ import pytest
 
 @pytest.mark.parametrize(
     "module",
-    ["scenimefy.models.translator", "scenimefy.models.stylegan2", "scenimefy.losses", "scenimefy.stages.translator", "scenimefy.inference"],
+    [
+        "scenimefy.models.translator",
+        "scenimefy.models.stylegan2",
+        "scenimefy.losses",
+        "scenimefy.stages.translator",
+        "scenimefy.inference.translate",
+    ],
 )
 def test_pure_layers_do_not_load_ray_or_mlflow(module):
     code = f"import sys, {module}; bad = [m for m in ('ray', 'mlflow') if m in sys.modules]; print(bad); sys.exit(bool(bad))"

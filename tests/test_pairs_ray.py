@@ -10,9 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from PIL import Image
-
 from pairs_fixtures import write_pair_checkpoints
+from PIL import Image
 from tiny_priors import write_tiny_mask2former
 
 pytestmark = pytest.mark.ray
@@ -52,7 +51,14 @@ def first_run(ray_local, inputs):
     """16 candidates in one chunk on 2 + 2 actors, every pair kept (threshold 10)."""
     from scenimefy.distributed.pairs import generate_and_select_on_ray
 
-    cfg = _cfg(inputs, "e2e", "pairs.num_candidates=16", "pairs.bce_threshold=10", "pairs.generator_actors=2", "pairs.segmenter_actors=2")
+    cfg = _cfg(
+        inputs,
+        "e2e",
+        "pairs.num_candidates=16",
+        "pairs.bce_threshold=10",
+        "pairs.generator_actors=2",
+        "pairs.segmenter_actors=2",
+    )
     return cfg, generate_and_select_on_ray(cfg)
 
 
@@ -66,7 +72,11 @@ def test_two_actors_end_to_end(first_run):
     manifest = pd.read_parquet(out.manifest)
     assert manifest["seed"].tolist() == list(range(16))
     assert set(manifest.columns) >= {"seed", "l_bce", "n_classes", "kept", "photo_path", "anime_path"}
-    assert manifest["l_bce"].dtype == np.float32 and manifest["kept"].dtype == bool and manifest["n_classes"].dtype == np.int64
+    assert (
+        manifest["l_bce"].dtype == np.float32
+        and manifest["kept"].dtype == bool
+        and manifest["n_classes"].dtype == np.int64
+    )
     selection = json.loads((Path(out.pairs_dir) / "selection.json").read_text())
     assert selection["threshold"] == 10.0 and selection["pairs"] == 16 and selection["manifest"] == out.manifest
     _fs, matched, unmatched = match_pairs(out.pairs_dir)  # what the translator reads as data.pairs
@@ -91,8 +101,12 @@ def test_rows_match_the_in_process_stage_at_batch_one(first_run, inputs):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in the actors (run.torch_threads=1)
     try:
-        gen = PairGenerator(str(inputs["g_s"]), str(inputs["g_t"]), truncation=0.7, mean_latent_samples=256, share_noise=True, group=4)
-        scorer = PairScorer({"mask2former": str(inputs["m2f"]), "offline": True}, threshold=10, min_classes=1, precision="fp32")
+        gen = PairGenerator(
+            str(inputs["g_s"]), str(inputs["g_t"]), truncation=0.7, mean_latent_samples=256, share_noise=True, group=4
+        )
+        scorer = PairScorer(
+            {"mask2former": str(inputs["m2f"]), "offline": True}, threshold=10, min_classes=1, precision="fp32"
+        )
         seeds = [0, 5, 6, 15]
         batches = list(score_seeds(gen, scorer, seeds, batch_size=1))
     finally:

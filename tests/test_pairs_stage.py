@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from pairs_fixtures import SIZE, save_generator, tiny_pair, write_pair_checkpoints
+from PIL import Image
+from tiny_priors import write_tiny_mask2former
+
 from scenimefy.config import PriorsConfig
-from scenimefy.segmentation import SemanticScorer
+from scenimefy.priors.segmentation import SemanticScorer
 from scenimefy.stages import pairs as stage
 from scenimefy.stages.pairs import (
     MANIFEST_FILE,
@@ -38,7 +39,6 @@ from scenimefy.stages.pairs import (
     write_candidates,
     write_parquet_atomic,
 )
-from tiny_priors import write_tiny_mask2former
 
 SEEDS = np.arange(5, 23)  # 18 seeds, across group boundaries (groups of 4)
 
@@ -64,7 +64,12 @@ def m2f_dir(tmp_path_factory):
 
 def make_generator(checkpoints, group=4, share_noise=True):
     return PairGenerator(
-        str(checkpoints[0]), str(checkpoints[1]), truncation=0.7, mean_latent_samples=256, share_noise=share_noise, group=group
+        str(checkpoints[0]),
+        str(checkpoints[1]),
+        truncation=0.7,
+        mean_latent_samples=256,
+        share_noise=share_noise,
+        group=group,
     )
 
 
@@ -89,7 +94,9 @@ def scored(checkpoints, m2f_dir):
 def stage_dir(tmp_path_factory, scored):
     """Candidates written as the Ray writer task does, and a consolidated manifest."""
     root = tmp_path_factory.mktemp("stage")
-    rows = [write_candidates({k: v[i : i + 5] for k, v in scored.items()}, root=str(root)) for i in range(0, len(SEEDS), 5)]
+    rows = [
+        write_candidates({k: v[i : i + 5] for k, v in scored.items()}, root=str(root)) for i in range(0, len(SEEDS), 5)
+    ]
     write_parquet_atomic(manifest_frame(rows), root / MANIFEST_FILE)
     return root
 
@@ -134,7 +141,9 @@ def test_truncation_uses_g_s_mean_latent_for_both_generators(checkpoints):
     g_s, _ = load_generator_pair(*checkpoints)
     expected = g_s.mean_latent(256, generator=torch.Generator().manual_seed(stage.MEAN_LATENT_SEED))
     torch.testing.assert_close(gen.w_mean, expected, rtol=0, atol=0)
-    full = PairGenerator.from_models(*load_generator_pair(*checkpoints), truncation=1.0, mean_latent_samples=256, share_noise=True, group=4)
+    full = PairGenerator.from_models(
+        *load_generator_pair(*checkpoints), truncation=1.0, mean_latent_samples=256, share_noise=True, group=4
+    )
     assert not np.array_equal(full({"seed": np.array([5])})["photo"], gen({"seed": np.array([5])})["photo"])
 
 
@@ -160,7 +169,7 @@ def test_scorer_adds_the_selection_columns(scored):
 
 def test_scores_are_taken_on_the_saved_pixels(m2f_dir, scored):
     scorer = SemanticScorer.from_priors(PriorsConfig(mask2former=str(m2f_dir), offline=True), "cpu", precision="fp32")
-    from scenimefy.images import from_uint8
+    from scenimefy.data.images import from_uint8
 
     out = scorer.score_pairs(from_uint8(scored["photo"][:3]), from_uint8(scored["anime"][:3]))
     np.testing.assert_allclose(out["l_bce"].numpy(), scored["l_bce"][:3], atol=1e-5)
@@ -176,7 +185,9 @@ def test_candidates_and_manifest_are_written(stage_dir, scored):
     row = df.iloc[2]
     assert row["photo_path"] == f"candidates/photo/{SEEDS[2]:08d}.png"
     np.testing.assert_array_equal(np.asarray(Image.open(stage_dir / row["photo_path"])), scored["photo"][2])
-    np.testing.assert_array_equal(np.asarray(Image.open(stage_dir / row["anime_labels_path"])), scored["anime_labels"][2])
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(stage_dir / row["anime_labels_path"])), scored["anime_labels"][2]
+    )
     assert not list(stage_dir.rglob(".*.tmp*"))  # no temporary files left
 
 
@@ -197,8 +208,12 @@ def test_reselection_at_another_threshold_reads_only_the_manifest(stage_dir, tmp
     assert sorted(p.name for p in (out / "trainA").iterdir()) == [f"{s:08d}.png" for s in expected]
     assert sorted(p.name for p in (out / "trainB").iterdir()) == [f"{s:08d}.png" for s in expected]
     first = expected[0]
-    assert (out / "trainA" / f"{first:08d}.png").read_bytes() == (stage_dir / f"candidates/photo/{first:08d}.png").read_bytes()
-    assert (out / "trainB" / f"{first:08d}.png").read_bytes() == (stage_dir / f"candidates/anime/{first:08d}.png").read_bytes()
+    assert (out / "trainA" / f"{first:08d}.png").read_bytes() == (
+        stage_dir / f"candidates/photo/{first:08d}.png"
+    ).read_bytes()
+    assert (out / "trainB" / f"{first:08d}.png").read_bytes() == (
+        stage_dir / f"candidates/anime/{first:08d}.png"
+    ).read_bytes()
 
     # the translator's reader pairs them by name
     from scenimefy.distributed.data import match_pairs
@@ -222,7 +237,9 @@ def test_select_from_manifest_recomputes_kept_with_the_rule(stage_dir):
 
 def test_a_threshold_that_keeps_nothing_says_so_with_the_distribution(stage_dir, tmp_path):
     out = tmp_path / "selected"
-    with pytest.raises(ValueError, match=r"no pair has L_BCE < 3\.0.*L_BCE quantiles 0%: .*50%: .*photos with n classes \{1: \d+"):
+    with pytest.raises(
+        ValueError, match=r"no pair has L_BCE < 3\.0.*L_BCE quantiles 0%: .*50%: .*photos with n classes \{1: \d+"
+    ):
         materialize_selection(stage_dir / MANIFEST_FILE, threshold=3.0, min_classes=1, out_dir=out)
     assert not out.exists()
 
@@ -234,7 +251,19 @@ def test_select_command_prints_counts(stage_dir, tmp_path, capsys):
 
     parser = argparse.ArgumentParser()
     add_pairs_commands(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["select", "--manifest", str(stage_dir), "--threshold", "10", "--min-classes", "1", "--out", str(tmp_path / "s")])
+    args = parser.parse_args(
+        [
+            "select",
+            "--manifest",
+            str(stage_dir),
+            "--threshold",
+            "10",
+            "--min-classes",
+            "1",
+            "--out",
+            str(tmp_path / "s"),
+        ]
+    )
     assert args.func(args) == 0
     assert f"kept {len(SEEDS)} of {len(SEEDS)}" in capsys.readouterr().out
     defaults = parser.parse_args(["select", "--manifest", "m", "--out", "o"])
@@ -302,7 +331,9 @@ def test_missing_or_foreign_generator_checkpoints_are_clear_errors(tmp_path, che
     with pytest.raises(FileNotFoundError, match=r"pairs.target_checkpoint=.*missing.pt.*no such file"):
         load_generator_pair(checkpoints[0], tmp_path / "missing.pt")
     torch.save({"generator": {}}, tmp_path / "translator.pt")
-    with pytest.raises(ValueError, match=r"pairs.source_checkpoint=.*translator.pt.*not a rosinality StyleGAN2 checkpoint"):
+    with pytest.raises(
+        ValueError, match=r"pairs.source_checkpoint=.*translator.pt.*not a rosinality StyleGAN2 checkpoint"
+    ):
         load_generator_pair(tmp_path / "translator.pt", checkpoints[1])
     with pytest.raises(ValueError, match="pairs.source_checkpoint is empty"):
         load_generator_pair("", checkpoints[1])
@@ -324,7 +355,9 @@ def test_a_directory_that_is_not_a_mask2former_is_named(tmp_path):
 def test_no_disk_space_is_refused_before_writing(tmp_path, monkeypatch):
     real = shutil.disk_usage
     monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=10 * 2**20))
-    with pytest.raises(ValueError, match=r"not enough disk space for 100 candidate pairs.*need about 95 MiB, 10 MiB free"):
+    with pytest.raises(
+        ValueError, match=r"not enough disk space for 100 candidate pairs.*need about 95 MiB, 10 MiB free"
+    ):
         check_disk_space(tmp_path, 100 * 2**20 - 5 * 2**20, "100 candidate pairs")
     check_disk_space(tmp_path, 2**20, "a few pairs")
 
@@ -411,7 +444,10 @@ def test_stage_without_checkpoints_names_the_keys_and_the_stage_snapshots(tmp_pa
     from scenimefy.distributed.pairs import generate_and_select_on_ray
 
     cfg = _stage_cfg(tmp_path, ("", ""), m2f_dir)
-    with pytest.raises(ValueError, match=r"pairs.source_checkpoint is empty and .*pretrain/stylegan.pt does not exist.*scenimefy pretrain"):
+    with pytest.raises(
+        ValueError,
+        match=r"pairs.source_checkpoint is empty and .*pretrain/stylegan.pt does not exist.*scenimefy pretrain",
+    ):
         generate_and_select_on_ray(cfg)
 
 
@@ -422,7 +458,11 @@ def test_pairs_dry_run_prints_the_plan(tmp_path, checkpoints, m2f_dir, capsys):
 
     parser = argparse.ArgumentParser()
     add_pairs_commands(parser.add_subparsers(dest="command"))
-    cfg_args = [f"run.output_dir={tmp_path}", f"pairs.source_checkpoint={checkpoints[0]}", f"pairs.target_checkpoint={checkpoints[1]}"]
+    cfg_args = [
+        f"run.output_dir={tmp_path}",
+        f"pairs.source_checkpoint={checkpoints[0]}",
+        f"pairs.target_checkpoint={checkpoints[1]}",
+    ]
     args = parser.parse_args(["pairs", "--config", "tiny", *cfg_args, "--target-kept", "300", "--dry-run"])
     assert args.func(args) == 0
     out = capsys.readouterr().out
@@ -446,7 +486,7 @@ def test_ray_data_user_errors_become_one_line_errors():
     from scenimefy.distributed.pairs import _user_error
 
     remote = RuntimeError(
-        "ray::MapBatches(write_candidates)() (pid=1)\n  File \"x.py\", line 3, in f\n"
+        'ray::MapBatches(write_candidates)() (pid=1)\n  File "x.py", line 3, in f\n'
         "OSError: [Errno 28] No space left on device\n\nThe above exception was the direct cause of:\n"
         "ValueError: no space left on the device holding /out (3 MiB free): free some space\n"
     )

@@ -13,7 +13,16 @@ import pytest
 import yaml
 
 from scenimefy.config import ConfigError, load_config
-from scenimefy.pipeline import FINETUNE, PAIRS, PRETRAIN, STAGES, TRAIN, plan_pipeline, record_path_of, run_pipeline
+from scenimefy.distributed.pipeline import (
+    FINETUNE,
+    PAIRS,
+    PRETRAIN,
+    STAGES,
+    TRAIN,
+    plan_pipeline,
+    record_path_of,
+    run_pipeline,
+)
 
 
 @pytest.fixture(scope="module")
@@ -33,16 +42,19 @@ class FakeDrivers:
     """Stand-ins for the four drivers: record each call's config, write the outputs, open a child MLflow run."""
 
     def __init__(self, monkeypatch):
-        from scenimefy.distributed import cluster, pairs, stylegan, translator
-        from scenimefy import pipeline
+        from scenimefy.distributed import cluster, pairs, pipeline, stylegan, translator
 
         self.calls: list[tuple[str, object, str]] = []
         self.fail: set[str] = set()
         self.version = 0  # changes what pretrain writes (a rerun that trains further)
         monkeypatch.setattr(cluster, "init_ray", lambda **kwargs: None)
         monkeypatch.setattr(pipeline, "preflight_stage", lambda plan: None)
-        monkeypatch.setattr(stylegan, "pretrain_on_ray", lambda cfg, parent_run_id="": self._stylegan(PRETRAIN, cfg, parent_run_id))
-        monkeypatch.setattr(stylegan, "finetune_on_ray", lambda cfg, parent_run_id="": self._stylegan(FINETUNE, cfg, parent_run_id))
+        monkeypatch.setattr(
+            stylegan, "pretrain_on_ray", lambda cfg, parent_run_id="": self._stylegan(PRETRAIN, cfg, parent_run_id)
+        )
+        monkeypatch.setattr(
+            stylegan, "finetune_on_ray", lambda cfg, parent_run_id="": self._stylegan(FINETUNE, cfg, parent_run_id)
+        )
         monkeypatch.setattr(pairs, "generate_and_select_on_ray", self._pairs)
         monkeypatch.setattr(translator, "train_translator_on_ray", self._train)
 
@@ -53,7 +65,7 @@ class FakeDrivers:
         return next(cfg for s, cfg, _ in self.calls if s == stage)
 
     def _start(self, stage, cfg, parent_run_id, run_name):
-        from scenimefy.tracking import find_or_create_run
+        from scenimefy.distributed.tracking import find_or_create_run
 
         self.calls.append((stage, cfg, parent_run_id))
         if stage in self.fail:
@@ -115,7 +127,10 @@ def test_each_stage_reads_the_previous_stages_outputs(drivers, tmp_path, trackin
     record = yaml.safe_load(record_path_of(cfg, PAIRS).read_text())
     assert record["outputs"]["pairs"] == str(pairs_dir_of(cfg))
     assert record["config"]["pairs"]["target_checkpoint"] == g_t  # the config it ran with, inputs wired
-    assert record["inputs"]["pairs.source_checkpoint"]["path"] == g_s and len(record["inputs"]["pairs.source_checkpoint"]["digest"]) == 16
+    assert (
+        record["inputs"]["pairs.source_checkpoint"]["path"] == g_s
+        and len(record["inputs"]["pairs.source_checkpoint"]["digest"]) == 16
+    )
     assert record["facts"]["mlflow_run_id"]
     assert not list(record_path_of(cfg, PAIRS).parent.glob(".*"))  # written atomically: no temporary left
 
@@ -135,9 +150,14 @@ def test_given_checkpoints_skip_the_stages_that_make_them(drivers, tmp_path, tra
 
 
 def test_explicit_stages_and_what_they_need(drivers, tmp_path, tracking_uri):
-    with pytest.raises(ConfigError, match=r"stage finetune needs G_s.*set finetune.source_checkpoint or pairs.source_checkpoint, or add pretrain"):
+    with pytest.raises(
+        ConfigError,
+        match=r"stage finetune needs G_s.*set finetune.source_checkpoint or pairs.source_checkpoint, or add pretrain",
+    ):
         plan_pipeline(_cfg(tmp_path, tracking_uri, "pipeline.stages=finetune,pairs,train"))
-    with pytest.raises(ConfigError, match=r"unknown stage\(s\) finetuning; valid stages: pretrain, finetune, pairs, train"):
+    with pytest.raises(
+        ConfigError, match=r"unknown stage\(s\) finetuning; valid stages: pretrain, finetune, pairs, train"
+    ):
         plan_pipeline(_cfg(tmp_path, tracking_uri, "pipeline.stages=finetuning"))
     with pytest.raises(ConfigError, match=r"includes pairs, but its output pairs is given \(data.pairs="):
         plan_pipeline(_cfg(tmp_path, tracking_uri, "pipeline.stages=pairs,train", f"data.pairs={tmp_path}"))
@@ -147,7 +167,9 @@ def test_explicit_stages_and_what_they_need(drivers, tmp_path, tracking_uri):
     run_pipeline(_cfg(tmp_path, tracking_uri, "pipeline.stages=pretrain"), log=lambda line: None)
     assert drivers.stages() == [PRETRAIN]
     drivers.calls.clear()
-    run_pipeline(_cfg(tmp_path, tracking_uri, "pipeline.stages=finetune,pairs"), log=lambda line: None)  # G_s: the earlier run's
+    run_pipeline(
+        _cfg(tmp_path, tracking_uri, "pipeline.stages=finetune,pairs"), log=lambda line: None
+    )  # G_s: the earlier run's
     assert drivers.stages() == [FINETUNE, PAIRS]
 
 
@@ -160,7 +182,9 @@ def test_rerun_skips_a_finished_stage(drivers, tmp_path, tracking_uri):
     run_pipeline(cfg, log=lambda line: None)
     drivers.calls.clear()
     lines: list[str] = []
-    outcome = run_pipeline(_cfg(tmp_path, tracking_uri, "pretrain.log_every_kimg=0.1"), log=lines.append)  # a logging-only change
+    outcome = run_pipeline(
+        _cfg(tmp_path, tracking_uri, "pretrain.log_every_kimg=0.1"), log=lines.append
+    )  # a logging-only change
     assert drivers.calls == []  # no driver called again
     assert [r.action for r in outcome.stages] == ["skipped"] * 4
     skipped = [line for line in lines if ": skipped, finished earlier with the same settings (record " in line]
@@ -182,7 +206,10 @@ def test_rerun_of_a_stage_then_later_stages_see_its_new_outputs(drivers, tmp_pat
     drivers.calls.clear()
     drivers.version = 1  # the resumed pretraining continues to a longer schedule: a new G_s
     longer = _cfg(tmp_path, tracking_uri, "pretrain.total_kimg=0.8")
-    with pytest.raises(ValueError, match=r"stage finetune .*finetune.source_checkpoint: contents of .*pretrain/stylegan.pt changed since"):
+    with pytest.raises(
+        ValueError,
+        match=r"stage finetune .*finetune.source_checkpoint: contents of .*pretrain/stylegan.pt changed since",
+    ):
         run_pipeline(longer, rerun=[PRETRAIN], log=lambda line: None)
     assert drivers.stages() == [PRETRAIN]
     drivers.calls.clear()
@@ -202,7 +229,8 @@ def test_an_interrupted_stage_runs_its_driver_again(drivers, tmp_path, tracking_
     assert drivers.stages() == [PRETRAIN, FINETUNE, PAIRS]
     assert not record_path_of(cfg, PAIRS).exists() and record_path_of(cfg, FINETUNE).exists()
     parent = MlflowClient(tracking_uri).search_runs(
-        [MlflowClient(tracking_uri).get_experiment_by_name("scenimefy").experiment_id], "tags.`scenimefy.run_name` = 'interrupted-pipeline'"
+        [MlflowClient(tracking_uri).get_experiment_by_name("scenimefy").experiment_id],
+        "tags.`scenimefy.run_name` = 'interrupted-pipeline'",
     )[0]
     assert parent.info.status == "KILLED"
 
@@ -235,16 +263,33 @@ def test_one_parent_mlflow_run_with_a_child_per_stage(drivers, tmp_path, trackin
     assert parent.data.params["pretrain.total_kimg"] == "0.4"
     assert {parent_id for _, _, parent_id in drivers.calls} == {first.mlflow_run_id}  # every driver got the parent
     children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{first.mlflow_run_id}'")
-    assert sorted(r.info.run_name for r in children) == ["tracked", "tracked-finetune", "tracked-pairs", "tracked-pretrain"]
+    assert sorted(r.info.run_name for r in children) == [
+        "tracked",
+        "tracked-finetune",
+        "tracked-pairs",
+        "tracked-pretrain",
+    ]
     records = {a.path for a in client.list_artifacts(first.mlflow_run_id, "pipeline")}
     assert records == {f"pipeline/{s}.yaml" for s in STAGES}
     assert "pipeline/pretrain_seconds" in parent.data.metrics
 
 
 def test_cli_dry_run_prints_the_plan_and_errors_are_one_line(tmp_path, capsys):
-    from scenimefy.cli import main
+    from scenimefy.commands.cli import main
 
-    assert main(["pipeline", "--config", "tiny", "--dry-run", f"run.output_dir={tmp_path}", "pairs.source_checkpoint=lhq.pt"]) == 0
+    assert (
+        main(
+            [
+                "pipeline",
+                "--config",
+                "tiny",
+                "--dry-run",
+                f"run.output_dir={tmp_path}",
+                "pairs.source_checkpoint=lhq.pt",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "# pretrain: not run, G_s given (lhq.pt)" in out
     assert "# finetune: planned (reads finetune.source_checkpoint=lhq.pt;" in out
@@ -254,21 +299,35 @@ def test_cli_dry_run_prints_the_plan_and_errors_are_one_line(tmp_path, capsys):
 
 
 def test_job_entrypoint_runs_the_pipeline_and_reruns_a_stage(drivers, tmp_path, tracking_uri, capsys):
-    from scenimefy.jobs_runner import main as job_main, parse_result
+    from scenimefy.commands.jobs_runner import main as job_main
+    from scenimefy.commands.jobs_runner import parse_result
 
-    argv = ["--config", "tiny", f"run.output_dir={tmp_path / 'runs'}", "run.name=job", f"run.mlflow_tracking_uri={tracking_uri}"]
+    argv = [
+        "--config",
+        "tiny",
+        f"run.output_dir={tmp_path / 'runs'}",
+        "run.name=job",
+        f"run.mlflow_tracking_uri={tracking_uri}",
+    ]
     assert job_main("pipeline", argv) == 0
     assert job_main("pipeline", ["--rerun", "pairs,train", *argv]) == 0
     assert drivers.stages() == [*STAGES, PAIRS, TRAIN]
     result = parse_result(capsys.readouterr().out)
-    assert [(s["stage"], s["action"]) for s in result["stages"]] == [(PRETRAIN, "skipped"), (FINETUNE, "skipped"), (PAIRS, "ran"), (TRAIN, "ran")]
+    assert [(s["stage"], s["action"]) for s in result["stages"]] == [
+        (PRETRAIN, "skipped"),
+        (FINETUNE, "skipped"),
+        (PAIRS, "ran"),
+        (TRAIN, "ran"),
+    ]
 
 
 def test_demo_settings_plan_all_four_stages_on_priors_written_once(tmp_path):
-    from scenimefy.demo import DEMO_OVERRIDES, write_demo_priors
+    from scenimefy.demo.run import DEMO_OVERRIDES, write_demo_priors
 
     priors = write_demo_priors(tmp_path / "priors")
-    assert priors.offline and priors.clip_model.startswith("local-dir:")  # Ray workers build the tiny CLIP from the folder
+    assert priors.offline and priors.clip_model.startswith(
+        "local-dir:"
+    )  # Ray workers build the tiny CLIP from the folder
     stamp = (tmp_path / "priors" / "mask2former" / "config.json").stat().st_mtime_ns
     assert write_demo_priors(tmp_path / "priors") == priors  # a rerun reads the record
     assert (tmp_path / "priors" / "mask2former" / "config.json").stat().st_mtime_ns == stamp
@@ -286,15 +345,17 @@ def test_real_pipeline_end_to_end_then_a_rerun_skips_every_stage(tmp_path):
     have their own end-to-end tests), then the same command again: both skipped, no Ray needed."""
     import ray
     from mlflow.tracking import MlflowClient
-
     from pairs_fixtures import write_pair_checkpoints
-    from scenimefy.data.demo_scenes import write_demo_dataset
-    from scenimefy.demo_priors import write_tiny_mask2former
+
+    from scenimefy.demo.priors import write_tiny_mask2former
+    from scenimefy.demo.scenes import write_demo_dataset
     from scenimefy.distributed.data import match_pairs
-    from scenimefy.inference import load_translator
+    from scenimefy.inference.translate import load_translator
 
     g_s, g_t = write_pair_checkpoints(tmp_path)
-    data = write_demo_dataset(str(tmp_path / "data"), n_photos=8, n_anime=8, n_pairs=0, n_test=0, size=32, seed=0)  # 2 batches per worker shard: no data epoch restarts in 2 steps
+    data = write_demo_dataset(
+        str(tmp_path / "data"), n_photos=8, n_anime=8, n_pairs=0, n_test=0, size=32, seed=0
+    )  # 2 batches per worker shard: no data epoch restarts in 2 steps
     cfg = load_config(
         "tiny",
         [
@@ -313,7 +374,14 @@ def test_real_pipeline_end_to_end_then_a_rerun_skips_every_stage(tmp_path):
             "translator.head_dim=16", "translator.steps_per_epoch=2", "translator.max_steps=2", "translator.checkpoint_every_steps=2",
         ],
     )  # fmt: skip
-    ray.init(address="local", num_cpus=4, num_gpus=0, include_dashboard=False, object_store_memory=300 * 1024**2, log_to_driver=False)
+    ray.init(
+        address="local",
+        num_cpus=4,
+        num_gpus=0,
+        include_dashboard=False,
+        object_store_memory=300 * 1024**2,
+        log_to_driver=False,
+    )
     try:
         first = run_pipeline(cfg, log=lambda line: None)
     finally:

@@ -27,9 +27,9 @@ from tiny_priors import (  # noqa: E402
     write_tiny_mask2former,
 )
 
-from scenimefy import priors  # noqa: E402
 from scenimefy.config import PriorsConfig  # noqa: E402
-from scenimefy.priors import (  # noqa: E402
+from scenimefy.priors import loading as priors  # noqa: E402
+from scenimefy.priors.loading import (  # noqa: E402
     FID_INCEPTION_FILE,
     ClipEmbedder,
     PriorNotAvailable,
@@ -105,7 +105,7 @@ def test_cache_dir_is_config_then_env_then_home(monkeypatch, tmp_path):
 
 def test_importing_priors_loads_no_prior_library():
     code = (
-        "import sys, scenimefy.priors; "
+        "import sys, scenimefy.priors.loading; "
         "print([m for m in ('open_clip', 'lpips', 'transformers', 'torchmetrics', 'torch_fidelity') "
         "if m in sys.modules])"
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scenimefy.schedules import hdce_gamma_schedule, lambda_sup_schedule, lr_factor
+from scenimefy.stages.schedules import hdce_gamma_schedule, lambda_sup_schedule, lr_factor
 
 
 @pytest.mark.parametrize(

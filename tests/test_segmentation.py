@@ -7,9 +7,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from tiny_priors import tiny_mask2former, write_tiny_mask2former
 
 from scenimefy.config import PriorsConfig
-from scenimefy.segmentation import (
+from scenimefy.priors.segmentation import (
     ADE20K_CLASSES,
     ADE20K_PALETTE,
     MASK2FORMER_PIXEL_MEAN,
@@ -23,7 +24,6 @@ from scenimefy.segmentation import (
     semantic_consistency,
     to_mask2former_pixels,
 )
-from tiny_priors import tiny_mask2former, write_tiny_mask2former
 
 C = 150
 LOG_149_E = math.log(149 + math.e)  # logsumexp of a one-hot 150-vector

@@ -65,9 +65,9 @@ def _cfg(root, *extra):
             "finetune.patch_size=16",
             "finetune.patch_count=4",
             "finetune.d_reg_every=2",
-            "finetune.log_every=1",
-            "finetune.sample_every=2",
-            "finetune.checkpoint_every=2",
+            "finetune.log_every_steps=1",
+            "finetune.sample_every_steps=2",
+            "finetune.checkpoint_every_steps=2",
             *extra,
         ],
     )

@@ -6,14 +6,17 @@ import sys
 import numpy as np
 import pytest
 import torch
+from stage_recorder import Recorder
+from tiny_priors import tiny_priors_config
 
 from scenimefy.config import load_config
 from scenimefy.data.streams import ArraySource
+from scenimefy.distributed.tracking import MemoryTracker
 from scenimefy.models.rosinality import load_rosinality_checkpoint, save_rosinality_checkpoint
 from scenimefy.models.stylegan2 import freeze_for_finetuning
-from scenimefy.priors import PriorNotAvailable
+from scenimefy.priors.loading import PriorNotAvailable
+from scenimefy.stages.checkpoint import STYLEGAN_SNAPSHOT_FILE
 from scenimefy.stages.stylegan import (
-    SNAPSHOT_FILE,
     StyleGANNets,
     build_discriminator,
     build_generator,
@@ -25,9 +28,6 @@ from scenimefy.stages.stylegan import (
     train_finetune,
     train_pretrain,
 )
-from scenimefy.tracking import MemoryTracker
-from stage_recorder import Recorder
-from tiny_priors import tiny_priors_config
 
 ARCH = [
     "stylegan.size=32",
@@ -54,9 +54,9 @@ FINETUNE = [
     "finetune.patch_size=16",
     "finetune.patch_count=4",
     "finetune.d_reg_every=2",
-    "finetune.log_every=1",
-    "finetune.sample_every=2",
-    "finetune.checkpoint_every=100",
+    "finetune.log_every_steps=1",
+    "finetune.sample_every_steps=2",
+    "finetune.checkpoint_every_steps=100",
     "run.torch_threads=1",
 ]
 
@@ -77,14 +77,16 @@ def priors(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def clip_lpips(priors):
-    from scenimefy.priors import load_clip, load_lpips
+    from scenimefy.priors.loading import load_clip, load_lpips
 
     return load_clip(priors), load_lpips(priors)
 
 
 def _sources(name, seed=0, n=8, size=32):
     rng = np.random.default_rng(seed)
-    return {name: ArraySource({"image": rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)}, batch_size=2, seed=1)}
+    return {
+        name: ArraySource({"image": rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)}, batch_size=2, seed=1)
+    }
 
 
 def _state(path):
@@ -107,7 +109,9 @@ def _pretrain_nets(cfg):
     G_ema = build_generator(cfg.stylegan).requires_grad_(False)
     G_ema.load_state_dict(G.state_dict())
     p = cfg.pretrain
-    g_optim, d_optim = build_optimizers(G, D, lr=p.lr, beta1=p.beta1, beta2=p.beta2, g_reg_every=p.g_reg_every, d_reg_every=p.d_reg_every)
+    g_optim, d_optim = build_optimizers(
+        G, D, lr=p.lr, beta1=p.beta1, beta2=p.beta2, g_reg_every=p.g_reg_every, d_reg_every=p.d_reg_every
+    )
     return StyleGANNets(G=G, D=D, G_ema=G_ema, g_optim=g_optim, d_optim=d_optim)
 
 
@@ -121,7 +125,9 @@ def test_pretrain_step_regularises_at_its_intervals_and_updates_the_path_length_
     seen = []
     means = [0.0]
     for step in range(6):
-        m = pretrain_step(nets, _real(step), p=cfg.pretrain, step=step, generator=torch.Generator().manual_seed(step), ema_decay=0.9)
+        m = pretrain_step(
+            nets, _real(step), p=cfg.pretrain, step=step, generator=torch.Generator().manual_seed(step), ema_decay=0.9
+        )
         seen.append(("r1" in m, "path_penalty" in m))
         assert {"loss_D", "loss_G", "real_score", "fake_score"} <= set(m)
         if "path_penalty" in m:
@@ -151,7 +157,7 @@ def test_lazy_regularisation_corrects_both_optimisers():
     cfg = load_config(None, [*ARCH, "pretrain.d_reg_every=16", "pretrain.g_reg_every=4"])
     nets = _pretrain_nets(cfg)
     g, d = nets.g_optim.param_groups[0], nets.d_optim.param_groups[0]
-    assert g["lr"] == pytest.approx(0.0016) and g["betas"] == pytest.approx((0.0, 0.99 ** 0.8))
+    assert g["lr"] == pytest.approx(0.0016) and g["betas"] == pytest.approx((0.0, 0.99**0.8))
     assert d["lr"] == pytest.approx(0.002 * 16 / 17) and d["betas"] == pytest.approx((0.0, 0.99 ** (16 / 17)))
 
 
@@ -174,7 +180,7 @@ def test_pretrain_loop_logs_samples_and_checkpoints_in_rosinality_format():
     assert set(state["models"]) == {"G", "D", "G_ema"} and set(state["optimizers"]) == {"G", "D"}
     assert state["mean_path_length"][0] > 0
     assert state["config"]["stylegan"]["size"] == 32
-    snap = load_rosinality_checkpoint(f"{rec.checkpoints[-1]}/{SNAPSHOT_FILE}")
+    snap = load_rosinality_checkpoint(f"{rec.checkpoints[-1]}/{STYLEGAN_SNAPSHOT_FILE}")
     assert set(snap) == {"g", "d", "g_ema", "g_optim", "d_optim", "args", "ada_aug_p"}
     assert snap["args"]["iter"] == 4 and snap["args"]["size"] == 32
     for key, value in state["models"]["G_ema"].items():
@@ -191,7 +197,9 @@ def test_pretrain_k_steps_resume_and_the_rest_equal_an_uninterrupted_run():
     assert _state(first.checkpoints[-1])["progress"]["step"] == 2
 
     second = Recorder(resume_from=first.checkpoints[-1])
-    out = train_pretrain(load_config(None, [*PRETRAIN, "pretrain.total_kimg=0.008"]), _sources("photos"), second.context())
+    out = train_pretrain(
+        load_config(None, [*PRETRAIN, "pretrain.total_kimg=0.008"]), _sources("photos"), second.context()
+    )
     assert out["step"] == 4 and out["resumed_from_step"] == 2
     a, b = _state(full.checkpoints[-1]), _state(second.checkpoints[-1])
     _assert_same_models(a, b)
@@ -239,7 +247,9 @@ def _finetune_nets(cfg, source_file):
         m.load_state_dict(g_ema.state_dict())
     trainable = freeze_for_finetuning(G_t, cfg.finetune.n_trainable_blocks)
     f = cfg.finetune
-    g_optim, d_optim = build_optimizers(G_t, d, lr=f.lr, beta1=f.beta1, beta2=f.beta2, g_reg_every=f.g_reg_every, d_reg_every=f.d_reg_every)
+    g_optim, d_optim = build_optimizers(
+        G_t, d, lr=f.lr, beta1=f.beta1, beta2=f.beta2, g_reg_every=f.g_reg_every, d_reg_every=f.d_reg_every
+    )
     return StyleGANNets(G=G_t, D=d, G_ema=G_ema, g_optim=g_optim, d_optim=d_optim, G_s=G_s, trainable=trainable)
 
 
@@ -249,11 +259,21 @@ def test_finetune_step_trains_only_the_last_blocks_and_leaves_g_s_untouched(sour
     source = {k: v.clone() for k, v in nets.G_s.state_dict().items()}
     before = {k: v.clone() for k, v in nets.G.state_dict().items()}
     d_before = [p.clone() for p in nets.D.parameters()]
-    assert set(nets.trainable) == {n for n, _ in nets.G.named_parameters() if n.startswith(("convs.2.", "convs.3.", "convs.4.", "convs.5.", "to_rgbs.1.", "to_rgbs.2."))}
+    assert set(nets.trainable) == {
+        n
+        for n, _ in nets.G.named_parameters()
+        if n.startswith(("convs.2.", "convs.3.", "convs.4.", "convs.5.", "to_rgbs.1.", "to_rgbs.2."))
+    }
     metrics = [
         finetune_step(
-            nets, _real(step), f=cfg.finetune, step=step, generator=torch.Generator().manual_seed(step),
-            ema_decay=0.5, clip=clip_lpips[0], lpips=clip_lpips[1],
+            nets,
+            _real(step),
+            f=cfg.finetune,
+            step=step,
+            generator=torch.Generator().manual_seed(step),
+            ema_decay=0.5,
+            clip=clip_lpips[0],
+            lpips=clip_lpips[1],
         )  # fmt: skip
         for step in range(2)
     ]
@@ -288,7 +308,11 @@ def test_finetune_first_step_sees_identical_pairs_and_weights_the_loss(source_fi
     assert m["loss_clip"] == pytest.approx(0.0, abs=1e-6)
     assert m["loss_lpips"] == pytest.approx(0.0, abs=1e-6)
     f = cfg.finetune
-    expected = m["loss_G_adv"] + f.lambda_global * (m["loss_clip"] + f.lambda_lpips * m["loss_lpips"]) + f.lambda_patch * m["loss_patch"]
+    expected = (
+        m["loss_G_adv"]
+        + f.lambda_global * (m["loss_clip"] + f.lambda_lpips * m["loss_lpips"])
+        + f.lambda_patch * m["loss_patch"]
+    )
     assert m["loss_G"] == pytest.approx(expected, rel=1e-5)
 
 
@@ -306,7 +330,7 @@ def test_finetune_loop_samples_checkpoints_and_resumes_exactly(source_file, prio
     assert [s for s, _ in tracker.metrics] == [1, 2, 3]
     state = _state(full.checkpoints[-1])
     assert set(state["models"]) == {"G", "D", "G_ema", "G_s"}
-    snap = load_rosinality_checkpoint(f"{full.checkpoints[-1]}/{SNAPSHOT_FILE}")
+    snap = load_rosinality_checkpoint(f"{full.checkpoints[-1]}/{STYLEGAN_SNAPSHOT_FILE}")
     assert snap["args"]["scenimefy_stage"] == "finetune" and snap["args"]["n_trainable_blocks"] == 2
 
     first = Recorder()
@@ -340,7 +364,9 @@ def test_a_missing_prior_offline_names_the_file(source_file, tmp_path):
 
     cfg = load_config(None, [*FINETUNE, "finetune.iterations=1"])
     cfg.priors = PriorsConfig(cache_dir=str(tmp_path), offline=True)
-    with pytest.raises(PriorNotAvailable, match="CLIP weights ViT-B-32/openai not available \\(offline\\).*weights download"):
+    with pytest.raises(
+        PriorNotAvailable, match="CLIP weights ViT-B-32/openai not available \\(offline\\).*weights download"
+    ):
         train_finetune(cfg, _sources("anime"), Recorder().context(), source_state=load_source_checkpoint(source_file))
 
 
@@ -351,8 +377,13 @@ def test_a_folder_with_too_few_images_for_the_batch_is_an_error(tmp_path):
 
     for i in range(3):
         Image.new("RGB", (40, 40), (i * 40, 0, 0)).save(tmp_path / f"{i}.png")
-    cfg = load_config(None, [*PRETRAIN, f"data.photos={tmp_path}", "pretrain.batch_size_per_worker=2", "run.num_workers=2"])
-    with pytest.raises(ValueError, match="photos: 3 usable image\\(s\\) give each of 2 worker\\(s\\) 1, fewer than pretrain.batch_size_per_worker=2 \\(global batch 4\\)"):
+    cfg = load_config(
+        None, [*PRETRAIN, f"data.photos={tmp_path}", "pretrain.batch_size_per_worker=2", "run.num_workers=2"]
+    )
+    with pytest.raises(
+        ValueError,
+        match="photos: 3 usable image\\(s\\) give each of 2 worker\\(s\\) 1, fewer than pretrain.batch_size_per_worker=2 \\(global batch 4\\)",
+    ):
         preflight(cfg, "pretrain")
     cfg = load_config(None, [*PRETRAIN, f"data.photos={tmp_path}", "run.num_workers=1"])
     assert preflight(cfg, "pretrain")["global batch"] == 2
@@ -389,7 +420,7 @@ def _image_folder(path, n):
 
 
 def test_cli_pretrain_dry_run_prints_the_global_batch_and_run_dir(tmp_path, capsys):
-    from scenimefy.cli import main
+    from scenimefy.commands.cli import main
 
     photos = _image_folder(tmp_path / "photos", 4)
     code = main(["pretrain", "--config", "tiny", "--dry-run", f"data.photos={photos}", f"run.output_dir={tmp_path}"])
@@ -407,7 +438,7 @@ def test_cli_pretrain_dry_run_prints_the_global_batch_and_run_dir(tmp_path, caps
     ],
 )
 def test_cli_finetune_errors_are_one_line_and_come_before_ray(tmp_path, capsys, source_file, extra, message):
-    from scenimefy.cli import main
+    from scenimefy.commands.cli import main
 
     anime = _image_folder(tmp_path / "anime", 4)
     args = ["finetune", "--config", "tiny", *ARCH, f"data.anime={anime}", f"run.output_dir={tmp_path}"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from scenimefy.commands import cluster as cc
-from scenimefy.jobs_runner import (
+from scenimefy.commands.jobs_runner import (
     RESULT_PREFIX,
     WORKLOADS,
     NotEnoughGpus,
@@ -20,10 +20,12 @@ from scenimefy.jobs_runner import (
     WorkloadUnavailable,
     check_available,
     check_gpus,
-    main as job_main,
     parse_job_args,
     parse_result,
     resolve_config,
+)
+from scenimefy.commands.jobs_runner import (
+    main as job_main,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,24 +50,47 @@ def test_submit_builds_entrypoint_and_runtime_env(monkeypatch):
         "train", "--config", "tiny", "run.name=my run", "translator.lr=0.001", "run.output_dir=/shared/runs",
     )  # fmt: skip
     job = cc.build_job(args)["job"]
-    assert job["entrypoint"] == "python jobs/train.py --config tiny 'run.name=my run' translator.lr=0.001 run.output_dir=/shared/runs"
+    assert (
+        job["entrypoint"]
+        == "python jobs/train.py --config tiny 'run.name=my run' translator.lr=0.001 run.output_dir=/shared/runs"
+    )
     env = job["runtime_env"]
     assert env["working_dir"] == str(REPO)
     assert env["pip"] == ["lpips==0.1.4"]
-    assert env["env_vars"] == {"MLFLOW_TRACKING_URI": "http://mlflow.example:5000", "FOO": "bar", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
+    assert env["env_vars"] == {
+        "MLFLOW_TRACKING_URI": "http://mlflow.example:5000",
+        "FOO": "bar",
+        "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+    }
     assert "/runs" in env["excludes"] and "/mlruns" in env["excludes"]
     assert job["submission_id"] == "s-1" and job["metadata"] == {"scenimefy.workload": "train"}
 
 
 def test_allow_autoscale_reaches_the_job_and_lengthens_the_worker_start_timeout(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    job = cc.build_job(_submit_args("--allow-autoscale", "train", "--config", "rtx3090", "run.output_dir=/shared/runs"))["job"]
+    job = cc.build_job(
+        _submit_args("--allow-autoscale", "train", "--config", "rtx3090", "run.output_dir=/shared/runs")
+    )["job"]
     assert job["entrypoint"].endswith("--allow-autoscale")
     assert job["runtime_env"]["env_vars"]["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] == str(cc.AUTOSCALE_START_TIMEOUT_S)
 
 
 def test_submit_dry_run_prints_the_spec_without_a_cluster(capsys):
-    assert cc.main(["submit", "--dry-run", "--address", "http://127.0.0.1:9", "train", "--config", "tiny", "run.output_dir=s3://b/runs"]) == 0
+    assert (
+        cc.main(
+            [
+                "submit",
+                "--dry-run",
+                "--address",
+                "http://127.0.0.1:9",
+                "train",
+                "--config",
+                "tiny",
+                "run.output_dir=s3://b/runs",
+            ]
+        )
+        == 0
+    )
     spec = json.loads(capsys.readouterr().out)
     assert spec["entrypoint"] == "python jobs/train.py --config tiny run.output_dir=s3://b/runs"
 
@@ -114,7 +139,12 @@ def test_unreachable_address_fails_within_seconds(capsys):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     started = time.monotonic()
-    assert cc.main(["submit", "--address", f"http://127.0.0.1:{port}", "train", "--config", "tiny", "run.output_dir=/tmp/r"]) == 2
+    assert (
+        cc.main(
+            ["submit", "--address", f"http://127.0.0.1:{port}", "train", "--config", "tiny", "run.output_dir=/tmp/r"]
+        )
+        == 2
+    )
     assert time.monotonic() - started < 5
     err = capsys.readouterr().err
     assert f"cannot reach the Ray dashboard at http://127.0.0.1:{port}" in err
@@ -186,7 +216,9 @@ def test_gpu_preset_on_a_cluster_without_gpus_is_refused():
 
 
 def test_workload_whose_module_is_missing_names_it(monkeypatch):
-    monkeypatch.setitem(WORKLOADS, "ghost", Workload("not written yet", "scenimefy.distributed.ghost", lambda c, a: None, lambda c: 0))
+    monkeypatch.setitem(
+        WORKLOADS, "ghost", Workload("not written yet", "scenimefy.distributed.ghost", lambda c, a: None, lambda c: 0)
+    )
     with pytest.raises(WorkloadUnavailable, match=r"needs scenimefy/distributed/ghost.py.*available now: .*train"):
         check_available("ghost")
     assert job_main("ghost", ["--config", "tiny"]) == 2
@@ -247,7 +279,18 @@ def test_gpu_preset_is_refused_before_submission(head, client, capsys):
 @pytest.mark.ray
 def test_submit_waits_and_reports_success(head, client, capsys):
     code = cc.main(
-        ["submit", "--address", head.address, "--submission-id", "dry-ok", "train", "--config", "tiny", "run.output_dir=/tmp/r", "--dry-run"]
+        [
+            "submit",
+            "--address",
+            head.address,
+            "--submission-id",
+            "dry-ok",
+            "train",
+            "--config",
+            "tiny",
+            "run.output_dir=/tmp/r",
+            "--dry-run",
+        ]
     )
     out = capsys.readouterr().out
     assert code == 0, out
@@ -256,7 +299,11 @@ def test_submit_waits_and_reports_success(head, client, capsys):
 
     assert cc.main(["jobs", "list", "--address", head.address]) == 0
     listing = capsys.readouterr().out
-    assert "dry-ok" in listing and "SUCCEEDED" in listing and "python jobs/train.py --config tiny run.output_dir=/tmp/r --dry-run" in listing
+    assert (
+        "dry-ok" in listing
+        and "SUCCEEDED" in listing
+        and "python jobs/train.py --config tiny run.output_dir=/tmp/r --dry-run" in listing
+    )
     assert cc.main(["jobs", "logs", "dry-ok", "--address", head.address]) == 0
     assert "# world size: 2" in capsys.readouterr().out
 
@@ -280,7 +327,9 @@ def test_job_on_a_cpu_cluster_fails_fast_for_a_gpu_preset(head, client, capsys):
 
 @pytest.mark.ray
 def test_jobs_stop_and_unknown_job(head, client, capsys):
-    job_id = client.submit_job(entrypoint=f"{sys.executable} -c 'import time; time.sleep(120)'", submission_id="sleeper")
+    job_id = client.submit_job(
+        entrypoint=f"{sys.executable} -c 'import time; time.sleep(120)'", submission_id="sleeper"
+    )
     deadline = time.monotonic() + 60
     while str(client.get_job_status(job_id)) == "PENDING" and time.monotonic() < deadline:
         time.sleep(0.5)

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from scenimefy.tracking import MlflowTracker, find_or_create_run, resolve_tracking_uri
+from scenimefy.distributed.tracking import MlflowTracker, find_or_create_run, resolve_tracking_uri
 
 
 def test_default_store_keeps_artifacts_under_the_run_directory_not_the_cwd(tmp_path, monkeypatch):
@@ -28,4 +28,4 @@ def test_default_store_keeps_artifacts_under_the_run_directory_not_the_cwd(tmp_p
     assert [m.value for m in client.get_metric_history(run_id, "loss")] == [1.5]
     assert client.get_metric_history(run_id, "nan") == []  # non-finite values are not sent
     assert client.get_run(run_id).data.params == {"translator.lr": "0.0002"}
-    assert Path(client.get_run(run_id).info.artifact_uri[len("file://"):]).is_relative_to(run_dir / "mlartifacts")
+    assert Path(client.get_run(run_id).info.artifact_uri[len("file://") :]).is_relative_to(run_dir / "mlartifacts")

@@ -109,9 +109,7 @@ def test_src_matches_hand_formula():
     q = _t([[1.0, 0.0], [0.0, 1.0]])  # A_q = [[1, 0], [0, 1]]
     k = _t([[1.0, 0.0], [0.6, 0.8]])  # A_k = [[1, 0.6], [0.6, 1]]
     # column j of each affinity, softmaxed over i; the loss sums the JSD over both columns
-    expected = _jsd(_softmax([1.0, 0.0]), _softmax([1.0, 0.6])) + _jsd(
-        _softmax([0.0, 1.0]), _softmax([0.6, 1.0])
-    )
+    expected = _jsd(_softmax([1.0, 0.0]), _softmax([1.0, 0.6])) + _jsd(_softmax([0.0, 1.0]), _softmax([0.6, 1.0]))
     assert src_loss(q, k).item() == pytest.approx(expected, rel=1e-10)
 
 

@@ -8,7 +8,7 @@ pytestmark = pytest.mark.ray
 
 @pytest.fixture(scope="module")
 def demo_data(tmp_path_factory):
-    from scenimefy.data.demo_scenes import write_demo_dataset
+    from scenimefy.demo.scenes import write_demo_dataset
 
     root = tmp_path_factory.mktemp("demo")
     return write_demo_dataset(str(root), n_photos=12, n_anime=12, n_pairs=12, n_test=2, size=32, seed=0)
@@ -46,7 +46,7 @@ def test_two_workers_stay_identical_stop_and_resume(ray_local, demo_data, tmp_pa
     from mlflow.tracking import MlflowClient
 
     from scenimefy.distributed.translator import train_translator_on_ray
-    from scenimefy.inference import load_translator
+    from scenimefy.inference.translate import load_translator
 
     first = train_translator_on_ray(_cfg(tmp_path, demo_data, "translator.max_steps=4"))
     assert first.step == 4

@@ -3,9 +3,11 @@
 import numpy as np
 import pytest
 import torch
+from stage_recorder import Recorder
 
 from scenimefy.config import load_config
 from scenimefy.data.streams import ArraySource
+from scenimefy.distributed.tracking import MemoryTracker
 from scenimefy.stages.translator import (
     TranslatorNets,
     assemble_nets,
@@ -14,8 +16,6 @@ from scenimefy.stages.translator import (
     train_translator,
     translator_step,
 )
-from scenimefy.tracking import MemoryTracker
-from stage_recorder import Recorder
 
 TINY = [
     "translator.ngf=8",
@@ -60,7 +60,17 @@ def test_loop_trains_logs_samples_and_checkpoints():
     steps = [s for s, _ in tracker.metrics]
     assert steps == [2, 4, 6]
     last = tracker.metrics[-1][1]
-    for key in ("loss_G", "loss_D_U", "loss_D_P", "loss_src", "loss_hdce", "loss_hdce_ce", "loss_style_nce", "img_per_s", "lr"):
+    for key in (
+        "loss_G",
+        "loss_D_U",
+        "loss_D_P",
+        "loss_src",
+        "loss_hdce",
+        "loss_hdce_ce",
+        "loss_style_nce",
+        "img_per_s",
+        "lr",
+    ):
         assert np.isfinite(last[key]), key
     assert last["lambda_sup"] == pytest.approx(np.cos(np.pi / 4))  # epoch 2 of 2
     assert tracker.images == ["samples/step_0000002.png", "samples/step_0000004.png", "samples/step_0000006.png"]
@@ -143,7 +153,9 @@ def test_lambda_sup_scales_only_the_generators_supervised_terms():
     # epoch 1: lambda_sup = cos(0) = 1 either way, so both runs are identical
     for pa, pb in zip(a.G.parameters(), b.G.parameters()):
         assert torch.equal(pa, pb)
-    m_on, _ = translator_step(a, *(torch.zeros(2, 3, 32, 32),) * 4, t=cfg_on.translator, epoch=2, total_epochs=2, generator=torch.Generator())
+    m_on, _ = translator_step(
+        a, *(torch.zeros(2, 3, 32, 32),) * 4, t=cfg_on.translator, epoch=2, total_epochs=2, generator=torch.Generator()
+    )
     assert m_on["lambda_sup"] == pytest.approx(np.cos(np.pi / 4))
 
 
@@ -217,7 +229,16 @@ def test_bf16_precision_autocasts_the_cpu_loop_and_keeps_fp32_weights():
     """translator.precision=bf16 applies on the CPU too (BENCHMARKS.md: 1.2-1.3x on AVX512-BF16)."""
     losses = {}
     for precision in ("fp32", "bf16"):
-        cfg = load_config(None, [*TINY, "translator.steps_per_epoch=1", "translator.n_epochs_decay=0", "translator.log_every_steps=1", f"translator.precision={precision}"])
+        cfg = load_config(
+            None,
+            [
+                *TINY,
+                "translator.steps_per_epoch=1",
+                "translator.n_epochs_decay=0",
+                "translator.log_every_steps=1",
+                f"translator.precision={precision}",
+            ],
+        )
         rec, tracker = Recorder(), MemoryTracker()
         train_translator(cfg, _sources(), 1, rec.context(tracker))
         models, _ = _params(rec.checkpoints[-1])

@@ -40,7 +40,11 @@ def test_every_space_under_tuning_parses():
         assert dims and all(d.key for d in dims)
     paper = {d.key: d for d in load_space(str(REPO / "tuning" / "paper.yaml"))}
     # log-uniform around the paper's weights, and the selection threshold
-    for key, value in (("translator.lambda_style", 0.05), ("translator.lambda_src", 0.05), ("translator.lambda_hdce", 0.1)):
+    for key, value in (
+        ("translator.lambda_style", 0.05),
+        ("translator.lambda_src", 0.05),
+        ("translator.lambda_hdce", 0.1),
+    ):
         assert paper[key].kind == "loguniform" and paper[key].args[0] < value < paper[key].args[1]
     assert paper["pairs.bce_threshold"].args[0] < 5.0 < paper["pairs.bce_threshold"].args[1]
 
@@ -110,7 +114,9 @@ def _plan_cfg(*overrides):
 def test_concurrency_comes_from_the_clusters_gpus():
     from scenimefy.distributed.tune import plan_trials
 
-    plan = plan_trials(_plan_cfg("run.use_gpu=true", "run.num_workers=2", "run.cpus_per_worker=4"), {"GPU": 8, "CPU": 64})
+    plan = plan_trials(
+        _plan_cfg("run.use_gpu=true", "run.num_workers=2", "run.cpus_per_worker=4"), {"GPU": 8, "CPU": 64}
+    )
     assert (plan.gpus_per_trial, plan.max_concurrent) == (2, 4)
     assert plan.cpus_per_trial == 9 and plan.driver_resources == {"CPU": 1.0}
     capped = plan_trials(_plan_cfg("run.use_gpu=true", "tune.max_concurrent_trials=3"), {"GPU": 8, "CPU": 64})
@@ -188,13 +194,15 @@ def test_stopped_trials_are_closed_as_killed_even_when_their_run_closed_itself_a
     """ASHA's stop sometimes interrupts fit() in time for the trial to mark its own run FAILED."""
     from mlflow.tracking import MlflowClient
 
+    from scenimefy.distributed.tracking import find_or_create_run, resolve_tracking_uri
     from scenimefy.distributed.tune import _finish_mlflow
-    from scenimefy.tracking import find_or_create_run, resolve_tracking_uri
 
     uri = resolve_tracking_uri("", tmp_path)
     parent = find_or_create_run(uri, "scenimefy", "sweep")
     client = MlflowClient(uri)
-    runs = {tid: find_or_create_run(uri, "scenimefy", f"sweep-{tid}", parent_run_id=parent) for tid in ("a", "b", "c", "d")}
+    runs = {
+        tid: find_or_create_run(uri, "scenimefy", f"sweep-{tid}", parent_run_id=parent) for tid in ("a", "b", "c", "d")
+    }
     client.set_terminated(runs["b"], status="FAILED")  # stopped by ASHA, but its trainable saw the stop as an error
     client.set_terminated(runs["c"], status="FINISHED")  # completed, and closed itself
     table = [
@@ -211,18 +219,30 @@ def test_stopped_trials_are_closed_as_killed_even_when_their_run_closed_itself_a
 
 
 def test_a_searched_threshold_is_a_filter_over_the_manifest_built_once(tmp_path):
-    from scenimefy.data.demo_scenes import write_demo_dataset
+    from scenimefy.demo.scenes import write_demo_dataset
     from scenimefy.distributed.tune import selected_pairs
 
     data = write_demo_dataset(str(tmp_path / "demo"), n_photos=0, n_anime=0, n_pairs=4, n_test=0, size=16, seed=0)
     manifest = _write_manifest(tmp_path / "stage2", data["pairs_a"], data["pairs_b"], [3.9, 4.6, 5.1, 4.2])
     folder = Path(selected_pairs(str(manifest), threshold=4.5, min_classes=2, cache_root=tmp_path / "pairs"))
     assert folder.name == "threshold=4.5-min_classes=2"
-    assert sorted(os.listdir(folder / "trainA")) == sorted(os.listdir(folder / "trainB")) == ["00000000.png", "00000003.png"]
+    assert (
+        sorted(os.listdir(folder / "trainA"))
+        == sorted(os.listdir(folder / "trainB"))
+        == ["00000000.png", "00000003.png"]
+    )
     before = (folder / "trainA" / "00000000.png").stat().st_ino
     assert selected_pairs(str(manifest), threshold=4.5, min_classes=2, cache_root=tmp_path / "pairs") == str(folder)
     assert (folder / "trainA" / "00000000.png").stat().st_ino == before  # cached, not rebuilt
-    assert len(os.listdir(Path(selected_pairs(str(manifest), threshold=5.2, min_classes=2, cache_root=tmp_path / "pairs")) / "trainA")) == 4
+    assert (
+        len(
+            os.listdir(
+                Path(selected_pairs(str(manifest), threshold=5.2, min_classes=2, cache_root=tmp_path / "pairs"))
+                / "trainA"
+            )
+        )
+        == 4
+    )
 
 
 # ----------------------------------------------------------------------------------------
@@ -249,7 +269,7 @@ def bind_tiny_evaluator() -> None:
             import torch
             from torch import nn
 
-            from scenimefy.evaluate_run import make_epoch_evaluator
+            from scenimefy.evaluation.scoring import make_epoch_evaluator
 
             class TinyFeatures(nn.Module):
                 def __init__(self) -> None:
@@ -296,7 +316,9 @@ class InterruptOnce(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         if not os.path.exists(self.marker):
-            Path(self.marker).write_text(json.dumps({"trial_id": trial.trial_id, "epoch": result["epoch"], "objective": result["objective"]}))
+            Path(self.marker).write_text(
+                json.dumps({"trial_id": trial.trial_id, "epoch": result["epoch"], "objective": result["objective"]})
+            )
             raise RuntimeError("simulated interruption")
 
 
@@ -368,7 +390,7 @@ def _write_manifest(stage2: Path, pairs_a: str, pairs_b: str, l_bce: list[float]
 def sweep_inputs(tmp_path_factory):
     from tiny_priors import tiny_priors_config
 
-    from scenimefy.data.demo_scenes import write_demo_dataset
+    from scenimefy.demo.scenes import write_demo_dataset
 
     root = tmp_path_factory.mktemp("sweep")
     data = write_demo_dataset(str(root / "demo"), n_photos=6, n_anime=6, n_pairs=6, n_test=4, size=32, seed=0)
@@ -455,7 +477,9 @@ def _as_overrides(cfg) -> list[str]:
 
 
 @pytest.mark.ray
-def test_two_trial_sweep_stops_one_early_resumes_after_an_interruption_and_exports_the_best(ray_tune, sweep_inputs, tmp_path):
+def test_two_trial_sweep_stops_one_early_resumes_after_an_interruption_and_exports_the_best(
+    ray_tune, sweep_inputs, tmp_path
+):
     import pandas as pd
     import yaml
     from mlflow.tracking import MlflowClient
@@ -529,7 +553,9 @@ def test_two_trial_sweep_stops_one_early_resumes_after_an_interruption_and_expor
 
     # Exports: results table, best preset (loads as a config), plot; all on the parent run.
     csv = pd.read_csv(out.results_csv)
-    assert len(csv) == 2 and {"trial_id", "status", "objective", "translator.lambda_src", "pairs.bce_threshold"} <= set(csv.columns)
+    assert len(csv) == 2 and {"trial_id", "status", "objective", "translator.lambda_src", "pairs.bce_threshold"} <= set(
+        csv.columns
+    )
     assert out.best["trial_id"] == first["trial_id"]
     best = load_config(out.best_preset)
     assert best.translator.lambda_src == pytest.approx(first["translator.lambda_src"])

@@ -1,4 +1,4 @@
-"""Tiny random priors for tests: a re-export of `scenimefy.demo_priors` (the demo uses the same).
+"""Tiny random priors for tests: a re-export of `scenimefy.demo.priors` (the demo uses the same).
 
 Importing this module also keeps the Hugging Face libraries offline for the test process.
 """
@@ -10,7 +10,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from scenimefy.demo_priors import (  # noqa: E402,F401
+from scenimefy.demo.priors import (  # noqa: E402,F401
     TINY_CLIP_CONFIG,
     TINY_CLIP_EMBED_DIM,
     TINY_CLIP_IMAGE_SIZE,

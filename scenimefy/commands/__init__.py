@@ -1,1 +1,1 @@
-"""Subcommands of the `scenimefy` CLI, one module each; `scenimefy.cli` wires them in."""
+"""Subcommands of the `scenimefy` CLI, one module each; `scenimefy.commands.cli` wires them in."""

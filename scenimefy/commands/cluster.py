@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlsplit
 
+from scenimefy.commands.jobs_runner import WORKLOADS, check_available, check_gpus, parse_job_args, resolve_config
 from scenimefy.config import ConfigError
 from scenimefy.distributed.cluster import TRAIN_PRINT_AS_IS
-from scenimefy.jobs_runner import WORKLOADS, check_available, check_gpus, parse_job_args, resolve_config
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 CONNECT_TIMEOUT_S = 5.0
@@ -190,7 +190,9 @@ def build_job(args: argparse.Namespace) -> dict[str, Any]:
     working_dir = Path(args.working_dir).absolute() if args.working_dir else default_working_dir()
     entry = working_dir / "jobs" / f"{args.workload}.py"
     if not entry.is_file():
-        raise ClusterError(f"{entry} does not exist: --working-dir must be a scenimefy checkout (with jobs/ and scenimefy/)")
+        raise ClusterError(
+            f"{entry} does not exist: --working-dir must be a scenimefy checkout (with jobs/ and scenimefy/)"
+        )
     check_available(args.workload)
     job_args = list(args.args)
     if job_args and job_args[0] == "--":
@@ -201,7 +203,11 @@ def build_job(args: argparse.Namespace) -> dict[str, Any]:
     try:
         cfg = resolve_config(args.workload, parsed, base_dir=working_dir)
     except ConfigError as e:
-        hint = f" (config files travel in --working-dir {working_dir}: name one inside it)" if "does not exist" in str(e) else ""
+        hint = (
+            f" (config files travel in --working-dir {working_dir}: name one inside it)"
+            if "does not exist" in str(e)
+            else ""
+        )
         raise ClusterError(f"{args.workload}: {e}{hint}") from None
     check_outputs_absolute(args.workload, cfg, parsed)
     runtime_env: dict[str, Any] = {"working_dir": str(working_dir), "excludes": DEFAULT_EXCLUDES + list(args.exclude)}
@@ -259,7 +265,10 @@ def wait_for(client: Any, job_id: str, *, follow: bool, address: str, poll_s: fl
                 break
             time.sleep(poll_s)
     except KeyboardInterrupt:
-        print(f"\nstopped waiting; job {job_id} keeps running (scenimefy jobs stop {job_id} --address {address})", file=sys.stderr)
+        print(
+            f"\nstopped waiting; job {job_id} keeps running (scenimefy jobs stop {job_id} --address {address})",
+            file=sys.stderr,
+        )
         return 130
     info = client.get_job_info(job_id)
     message = f": {info.message}" if info.message and status != "SUCCEEDED" else ""
@@ -350,9 +359,13 @@ def add_cluster_commands(subparsers: Any) -> None:
     )
     _add_address(p)
     p.add_argument("--working-dir", default=None, help="checkout to upload (default: the one this scenimefy runs from)")
-    p.add_argument("--pip", action="append", default=[], metavar="REQ", help="pip requirement installed for the job (repeatable)")
+    p.add_argument(
+        "--pip", action="append", default=[], metavar="REQ", help="pip requirement installed for the job (repeatable)"
+    )
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="env var for the job (repeatable)")
-    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN", help="more paths left out of the upload")
+    p.add_argument(
+        "--exclude", action="append", default=[], metavar="PATTERN", help="more paths left out of the upload"
+    )
     p.add_argument("--submission-id", default=None, help="job id to use (default: Ray's raysubmit_...)")
     p.add_argument("--allow-autoscale", action="store_true", help="submit a GPU run to a cluster with too few GPUs now")
     mode = p.add_mutually_exclusive_group()
@@ -381,7 +394,7 @@ def add_cluster_commands(subparsers: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """These commands alone (tests, or before `scenimefy.cli` wires them), with the CLI's error handling."""
+    """These commands alone (tests, or before `scenimefy.commands.cli` wires them), with the CLI's error handling."""
     parser = argparse.ArgumentParser(prog="scenimefy")
     add_cluster_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)

@@ -18,7 +18,7 @@ from scenimefy.config import dump_yaml, load_config
 def cmd_evaluate(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     if args.dry_run:
-        from scenimefy.evaluate_run import held_out_photos
+        from scenimefy.evaluation.scoring import held_out_photos
 
         print(dump_yaml(cfg), end="")
         photos = held_out_photos(cfg.evaluate)
@@ -29,7 +29,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from scenimefy.distributed.evaluate import evaluate_translator
 
     outcome = evaluate_translator(
-        cfg, out_dir=args.out, checkpoint=args.checkpoint or "", translations=args.translations or "", mlflow_run_name=args.name
+        cfg,
+        out_dir=args.out,
+        checkpoint=args.checkpoint or "",
+        translations=args.translations or "",
+        mlflow_run_name=args.name,
     )
     r = outcome.report
     parts = [f"{key} {r[key]:.4f}" for key in ("fid", "kid_mean", "l_bce", "pixel_agreement", "objective") if key in r]
@@ -49,11 +53,18 @@ def add_evaluate_commands(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__.splitlines()[0],
     )
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="generator to translate evaluate.photos with (generator.pt, checkpoint dir, Shinkai_net_G.pth)")
-    source.add_argument("--translations", help="folder of existing translations, matched to evaluate.photos by file stem")
+    source.add_argument(
+        "--checkpoint",
+        help="generator to translate evaluate.photos with (generator.pt, checkpoint dir, Shinkai_net_G.pth)",
+    )
+    source.add_argument(
+        "--translations", help="folder of existing translations, matched to evaluate.photos by file stem"
+    )
     p.add_argument("--out", required=True, help="output folder: report.json (and translations/ with --checkpoint)")
     p.add_argument("--name", default="", help="MLflow run name (default: <run.name>-eval)")
     p.add_argument("--config", default=None, help="preset name (paper, rtx3090, tiny) or a YAML file")
-    p.add_argument("overrides", nargs="*", metavar="section.key=value", help="e.g. evaluate.photos=DIR evaluate.max_images=500")
+    p.add_argument(
+        "overrides", nargs="*", metavar="section.key=value", help="e.g. evaluate.photos=DIR evaluate.max_images=500"
+    )
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and the inputs, then exit")
     p.set_defaults(func=cmd_evaluate)

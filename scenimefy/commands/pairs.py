@@ -63,7 +63,12 @@ def add_pairs_commands(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__.splitlines()[0],
     )
     p.add_argument("--config", default="paper", help="preset name (paper, rtx3090, tiny) or a YAML file")
-    p.add_argument("overrides", nargs="*", metavar="section.key=value", help="e.g. pairs.bce_threshold=4.9 pairs.segmenter_actors=2")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="section.key=value",
+        help="e.g. pairs.bce_threshold=4.9 pairs.segmenter_actors=2",
+    )
     p.add_argument("--target-kept", type=int, default=None, metavar="K",
                    help="stream seeds until K pairs are kept (sets pairs.target_kept=K and pairs.num_candidates=0)")  # fmt: skip
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and the plan, then exit")
@@ -76,7 +81,9 @@ def add_pairs_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     s.add_argument("--manifest", required=True, help="manifest.parquet (or the stage folder holding it)")
     s.add_argument("--threshold", type=float, default=defaults.bce_threshold, help="keep pairs with L_BCE below this")
-    s.add_argument("--min-classes", type=int, default=defaults.min_classes, help="... whose photo shows at least this many classes")
+    s.add_argument(
+        "--min-classes", type=int, default=defaults.min_classes, help="... whose photo shows at least this many classes"
+    )
     s.add_argument("--out", required=True, help="output folder: trainA/ and trainB/ (replaced atomically)")
     s.add_argument("--limit", type=int, default=0, help="export only the first N kept pairs by seed (0: all)")
     s.set_defaults(func=cmd_select)

@@ -1,4 +1,4 @@
-"""`scenimefy pipeline`: stages 0 -> 1 -> 2 -> 3 from one config (scenimefy/pipeline.py).
+"""`scenimefy pipeline`: stages 0 -> 1 -> 2 -> 3 from one config (scenimefy/distributed/pipeline.py).
 
     scenimefy pipeline --config paper data.photos=/data/lhq data.anime=/data/shinkai
     scenimefy pipeline --config paper pairs.source_checkpoint=lhq-220000.pt ...   # G_s given: no stage 0
@@ -18,7 +18,7 @@ from scenimefy.config import dump_yaml, load_config
 def cmd_pipeline(args: argparse.Namespace) -> int:
     overrides = list(args.overrides) + ([f"pipeline.stages={args.stages}"] if args.stages else [])
     cfg = load_config(args.config, overrides)
-    from scenimefy.pipeline import parse_stage_list, plan_pipeline, run_pipeline
+    from scenimefy.distributed.pipeline import parse_stage_list, plan_pipeline, run_pipeline
 
     if args.dry_run:
         plan = plan_pipeline(cfg)
@@ -43,8 +43,25 @@ def add_pipeline_commands(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__.splitlines()[0],
     )
     p.add_argument("--config", default="paper", help="preset name (paper, rtx3090, tiny) or a YAML file")
-    p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides, e.g. pairs.source_checkpoint=lhq-220000.pt")
-    p.add_argument("--stages", default="", metavar="S1,S2", help="run only these of pretrain,finetune,pairs,train (sets pipeline.stages)")
-    p.add_argument("--rerun", default="", metavar="S1,S2", help="run these finished stages' drivers again (they resume from their last checkpoint)")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved config and which stage runs on what, then exit")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="section.key=value",
+        help="config overrides, e.g. pairs.source_checkpoint=lhq-220000.pt",
+    )
+    p.add_argument(
+        "--stages",
+        default="",
+        metavar="S1,S2",
+        help="run only these of pretrain,finetune,pairs,train (sets pipeline.stages)",
+    )
+    p.add_argument(
+        "--rerun",
+        default="",
+        metavar="S1,S2",
+        help="run these finished stages' drivers again (they resume from their last checkpoint)",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the resolved config and which stage runs on what, then exit"
+    )
     p.set_defaults(func=cmd_pipeline)

@@ -31,7 +31,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
         f"{len(outcome.table)} trial(s): {counts['COMPLETED']} completed, {counts['STOPPED_EARLY']} stopped early by ASHA, "
         f"{counts['ERROR']} failed" + (" (resumed sweep)" if outcome.resumed else "")
     )
-    print(f"best trial {best['trial_id']}: {cfg.tune.metric} {best[cfg.tune.metric]:.4f} after {best['epochs']} epoch(s)")
+    print(
+        f"best trial {best['trial_id']}: {cfg.tune.metric} {best[cfg.tune.metric]:.4f} after {best['epochs']} epoch(s)"
+    )
     print(f"best preset: {outcome.best_preset}  (scenimefy train --config {outcome.best_preset})")
     print(f"results: {outcome.results_csv}")
     print(f"plot: {outcome.plot}")
@@ -47,6 +49,8 @@ def add_tune_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--space", default="", help="search-space YAML (tuning/*.yaml); same as tune.space=FILE")
     p.add_argument("--config", default=None, help="preset name (paper, rtx3090, tiny) or a YAML file")
-    p.add_argument("overrides", nargs="*", metavar="section.key=value", help="e.g. tune.num_samples=16 tune.name=sweep-1")
+    p.add_argument(
+        "overrides", nargs="*", metavar="section.key=value", help="e.g. tune.num_samples=16 tune.name=sweep-1"
+    )
     p.add_argument("--dry-run", action="store_true", help="print the config, the space and the trial plan, then exit")
     p.set_defaults(func=cmd_tune)

@@ -181,7 +181,9 @@ def decode_image(data: bytes, name: str = "<bytes>") -> Image.Image:
         raise ImageDecodeError(f"cannot decode image {name}: decompression bomb: {_one_line(e)}") from e
     except Image.UnidentifiedImageError as e:
         if not HEIF_SUPPORTED and data[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypmsf1", b"ftypheif"):
-            raise ImageDecodeError(f"cannot decode image {name}: HEIC/HEIF needs pillow-heif (pip install pillow-heif)") from e
+            raise ImageDecodeError(
+                f"cannot decode image {name}: HEIC/HEIF needs pillow-heif (pip install pillow-heif)"
+            ) from e
         raise ImageDecodeError(f"cannot decode image {name}: not an image file (unidentified format)") from e
     except Exception as e:  # truncated streams (OSError), broken headers, unsupported modes
         reason = _one_line(e) or type(e).__name__
@@ -211,17 +213,13 @@ def list_image_files(root: str | os.PathLike) -> list[str]:
     """
     root = os.fspath(root)
     if not os.path.exists(root):
-        raise FileNotFoundError(
-            f"image path does not exist: {root!r} (expected a folder of images or an image file)"
-        )
+        raise FileNotFoundError(f"image path does not exist: {root!r} (expected a folder of images or an image file)")
     if os.path.isfile(root):
         return [root]
     found: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        found.extend(
-            os.path.join(dirpath, f) for f in filenames if not f.startswith(".") and _is_image_name(f)
-        )
+        found.extend(os.path.join(dirpath, f) for f in filenames if not f.startswith(".") and _is_image_name(f))
     return sorted(found)
 
 

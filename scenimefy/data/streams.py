@@ -63,7 +63,9 @@ class Stream:
 class ArraySource:
     """In-memory source over this rank's slice of arrays (tests, single-process runs)."""
 
-    def __init__(self, arrays: dict[str, np.ndarray], *, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self, arrays: dict[str, np.ndarray], *, batch_size: int, seed: int, rank: int = 0, world_size: int = 1
+    ):
         n = len(next(iter(arrays.values())))
         self.indices = np.arange(n)[rank::world_size]
         self.arrays, self.batch_size, self.seed = arrays, batch_size, seed

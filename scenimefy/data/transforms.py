@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from scenimefy.images import from_uint8
+from scenimefy.data.images import from_uint8
 
 
 def random_crop_flip(

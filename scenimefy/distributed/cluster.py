@@ -12,7 +12,6 @@ from pathlib import Path
 
 import torch
 
-
 # Ray Train 2.60 turns a worker's print into a log record and, when sys.stdout is wrapped (it is
 # in our workers), also prints it: every progress line reached the driver twice. Print as is.
 TRAIN_PRINT_AS_IS = ("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
@@ -88,8 +87,8 @@ def ray_worker_context(cfg, *, tracking_uri: str, mlflow_run_id: str, **extra):
     import ray.train
     import ray.train.torch
 
+    from scenimefy.distributed.tracking import MlflowTracker, NullTracker
     from scenimefy.stages.context import WorkerContext
-    from scenimefy.tracking import MlflowTracker, NullTracker
 
     quiet_train_reports()
     tctx = ray.train.get_context()
@@ -179,7 +178,7 @@ def user_error_from(error: Exception) -> Exception:
 
 
 def copy_atomic(src: Path, dst: Path) -> None:
-    from scenimefy.images import atomic_path
+    from scenimefy.data.images import atomic_path
 
     dst.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(dst) as tmp:

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow.fs as pafs
 
 from scenimefy.data.decode import IMAGE_EXTENSIONS, ImageDecodeError, decode_image, resize_square
-from scenimefy.images import atomic_path
+from scenimefy.data.images import atomic_path
 
 MARKER = "_prepared.json"
 
@@ -102,7 +102,9 @@ def _read(fs: pafs.FileSystem, path: str) -> bytes:
         return f.read()
 
 
-def decode_rows(batch: dict[str, np.ndarray], *, uri: str, size: int, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
+def decode_rows(
+    batch: dict[str, np.ndarray], *, uri: str, size: int, columns: tuple[str, ...]
+) -> dict[str, np.ndarray]:
     """Decode and resize the files named in `columns`; rows with an unreadable file are dropped."""
     fs, _ = filesystem_for(uri)
     n = len(batch[columns[0]])
@@ -152,7 +154,9 @@ def prepare_pairs(uri: str, *, size: int, cache_dir: str) -> PreparedSet:
     return prepared
 
 
-def _prepare(rows: list[dict], *, uri: str, size: int, cache_dir: str, what: str, columns: tuple[str, ...]) -> PreparedSet:
+def _prepare(
+    rows: list[dict], *, uri: str, size: int, cache_dir: str, what: str, columns: tuple[str, ...]
+) -> PreparedSet:
     import ray
     import ray.data
 

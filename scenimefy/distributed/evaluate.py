@@ -3,7 +3,7 @@
 1. Translate the first evaluate.max_images photos of evaluate.photos with a checkpoint
    (`translate_paths`, exact sizes), or take existing translations matched by file stem.
 2. FID and KID between the translations and the anime reference, both resized to
-   evaluate.size, on the driver (the FID Inception from `scenimefy.priors`, offline-capable).
+   evaluate.size, on the driver (the FID Inception from `scenimefy.priors.loading`, offline-capable).
 3. L_BCE between each photo and its translation on a pool of Ray Data actors, each holding
    one Mask2Former (stage 2's segmenter settings: pairs.segmenter_actors, pairs.gpus_per_actor,
    pairs.precision); both images at evaluate.size.
@@ -27,18 +27,18 @@ import torch
 
 from scenimefy.config import Config, PriorsConfig, flatten
 from scenimefy.data.decode import ImageDecodeError, list_image_files, load_image, resize_square
+from scenimefy.data.images import atomic_path, from_uint8
 from scenimefy.distributed.cluster import init_ray, local_path
-from scenimefy.evaluate_run import (
+from scenimefy.distributed.tracking import RUN_NAME_TAG, MlflowTracker, find_or_create_run, resolve_tracking_uri
+from scenimefy.evaluation.metrics import DistributionMetrics, image_batches
+from scenimefy.evaluation.scoring import (
     anime_reference,
     held_out_photos,
     pair_by_stem,
     summarize_semantic,
     tuning_objective,
 )
-from scenimefy.evaluation import DistributionMetrics, image_batches
-from scenimefy.images import atomic_path, from_uint8
-from scenimefy.inference import resolve_device
-from scenimefy.tracking import RUN_NAME_TAG, MlflowTracker, find_or_create_run, resolve_tracking_uri
+from scenimefy.inference.translate import resolve_device
 
 REPORT_FILE = "report.json"
 SEMANTIC_COLUMNS = ("l_bce", "n_classes", "pixel_agreement")
@@ -65,7 +65,7 @@ class SemanticScoreActor:
     """
 
     def __init__(self, priors: dict, size: int, precision: str, use_gpu: bool) -> None:
-        from scenimefy.segmentation import SemanticScorer
+        from scenimefy.priors.segmentation import SemanticScorer
 
         device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
         self.size = size
@@ -128,7 +128,9 @@ def semantic_scores_on_ray(
             f"each Mask2Former actor asks for {gpus_per_actor:g} GPU (pairs.gpus_per_actor, run.use_gpu=true) but the "
             f"cluster has {cluster_gpus:g}: set run.use_gpu=false or add a GPU node"
         )
-    rows = [{"index": i, "photo": os.path.abspath(p), "translation": os.path.abspath(t)} for i, (p, t) in enumerate(pairs)]
+    rows = [
+        {"index": i, "photo": os.path.abspath(p), "translation": os.path.abspath(t)} for i, (p, t) in enumerate(pairs)
+    ]
     resources = {"num_gpus": gpus_per_actor} if use_gpu else {"num_cpus": 0.5}  # fractional: leave CPUs to reads
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // batch_size, 4 * actors))).map_batches(
         SemanticScoreActor,
@@ -178,18 +180,30 @@ def _existing_run_id(tracking_uri: str, experiment: str, run_name: str) -> str:
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return ""
-    found = client.search_runs([exp.experiment_id], filter_string=f"tags.`{RUN_NAME_TAG}` = '{run_name}'", max_results=1)
+    found = client.search_runs(
+        [exp.experiment_id], filter_string=f"tags.`{RUN_NAME_TAG}` = '{run_name}'", max_results=1
+    )
     return found[0].info.run_id if found else ""
 
 
-def _translate(cfg: Config, checkpoint: str, photos: list[str], out: Path, device: torch.device) -> tuple[list[tuple[str, str]], list]:
-    from scenimefy.inference import load_translator, translate_paths
+def _translate(
+    cfg: Config, checkpoint: str, photos: list[str], out: Path, device: torch.device
+) -> tuple[list[tuple[str, str]], list]:
+    from scenimefy.inference.translate import load_translator, translate_paths
 
     generator = load_translator(checkpoint, device)
     tr = cfg.translate
     report = translate_paths(
-        generator, photos, out, batch_size=tr.batch_size, max_side=0, tile=tr.tile, tile_overlap=tr.tile_overlap, device=device,
-        memory_budget_gib=tr.memory_budget_gib, progress=False,
+        generator,
+        photos,
+        out,
+        batch_size=tr.batch_size,
+        max_side=0,
+        tile=tr.tile,
+        tile_overlap=tr.tile_overlap,
+        device=device,
+        memory_budget_gib=tr.memory_budget_gib,
+        progress=False,
     )
     del generator
     if device.type == "cuda":
@@ -206,7 +220,9 @@ def evaluate_translator(
     """Translate (or take) the held-out photos' translations and score them; see the module doc."""
     ev = cfg.evaluate
     if bool(checkpoint) == bool(translations):
-        raise ValueError("give a checkpoint to translate the photos with, or a folder of existing translations (not both)")
+        raise ValueError(
+            "give a checkpoint to translate the photos with, or a folder of existing translations (not both)"
+        )
     if not (ev.fid or ev.semantic):
         raise ValueError("nothing to evaluate: set evaluate.fid=true and/or evaluate.semantic=true")
     started = time.perf_counter()
@@ -315,7 +331,9 @@ def _log_to_mlflow(cfg: Config, report: dict, report_path: Path, run_name: str) 
     parent = _existing_run_id(tracking_uri, cfg.run.mlflow_experiment, cfg.run.name)
     params = {k: v for k, v in flatten(cfg).items() if k.startswith("evaluate.")}
     params.update(
-        checkpoint=report["checkpoint"], translations=report["translations"], num_photos=report["num_photos"],
+        checkpoint=report["checkpoint"],
+        translations=report["translations"],
+        num_photos=report["num_photos"],
         num_translated=report["num_translated"],
     )
     run_id = find_or_create_run(tracking_uri, cfg.run.mlflow_experiment, run_name, params, parent_run_id=parent)

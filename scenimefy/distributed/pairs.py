@@ -27,6 +27,7 @@ import numpy as np
 
 from scenimefy.config import Config, ConfigError, dump_yaml, flatten
 from scenimefy.distributed.cluster import init_ray, local_path, run_dir_of
+from scenimefy.distributed.tracking import MlflowTracker, find_or_create_run, resolve_tracking_uri
 from scenimefy.stages.pairs import (
     MANIFEST_FILE,
     SELECTED_DIR,
@@ -48,7 +49,6 @@ from scenimefy.stages.pairs import (
     write_candidates,
     write_parquet_atomic,
 )
-from scenimefy.tracking import MlflowTracker, find_or_create_run, resolve_tracking_uri
 
 PARTS_DIR = "manifest.parts"
 STAGE_FILE = "stage.json"
@@ -110,8 +110,14 @@ def checkpoints_of(cfg: Config) -> tuple[Path, Path]:
 def validate_pairs_config(cfg: Config) -> None:
     p = cfg.pairs
     checks = [
-        (p.num_candidates >= 0, f"pairs.num_candidates={p.num_candidates}: need >= 0 (0: stream until pairs.target_kept)"),
-        (p.num_candidates > 0 or p.target_kept > 0, f"pairs.target_kept={p.target_kept}: need >= 1 when pairs.num_candidates=0"),
+        (
+            p.num_candidates >= 0,
+            f"pairs.num_candidates={p.num_candidates}: need >= 0 (0: stream until pairs.target_kept)",
+        ),
+        (
+            p.num_candidates > 0 or p.target_kept > 0,
+            f"pairs.target_kept={p.target_kept}: need >= 1 when pairs.num_candidates=0",
+        ),
         (p.first_seed >= 0, f"pairs.first_seed={p.first_seed}: need >= 0"),
         (0 < p.truncation <= 1, f"pairs.truncation={p.truncation}: need 0 < psi <= 1 (the paper: 0.7)"),
         (p.mean_latent_samples >= 1, f"pairs.mean_latent_samples={p.mean_latent_samples}: need >= 1"),
@@ -168,10 +174,14 @@ def describe_plan(cfg: Config) -> list[str]:
     except (ValueError, FileNotFoundError) as e:
         lines.append(f"generators: not loadable yet ({e})")
     if p.num_candidates:
-        lines.append(f"mode: {p.num_candidates} candidates from seed {p.first_seed}, keep L_BCE < {p.bce_threshold} and >= {p.min_classes} classes")
+        lines.append(
+            f"mode: {p.num_candidates} candidates from seed {p.first_seed}, keep L_BCE < {p.bce_threshold} and >= {p.min_classes} classes"
+        )
     else:
         cap = f", at most {p.max_candidates} candidates" if p.max_candidates else ""
-        lines.append(f"mode: stream seeds from {p.first_seed} until {p.target_kept} pairs are kept{cap} (chunks <= {p.chunk_size})")
+        lines.append(
+            f"mode: stream seeds from {p.first_seed} until {p.target_kept} pairs are kept{cap} (chunks <= {p.chunk_size})"
+        )
     device = f"{p.gpus_per_actor} GPU each" if cfg.run.use_gpu else "CPU"
     lines.append(
         f"actors: {p.generator_actors} generator + {p.segmenter_actors} Mask2Former ({device}), "
@@ -197,7 +207,7 @@ def _check_stage_file(stage_dir: Path, fingerprint: dict, first_seed: int) -> No
                 "or delete that folder (a different threshold needs no rerun: use `scenimefy select`)"
             )
         return
-    from scenimefy.images import atomic_path
+    from scenimefy.data.images import atomic_path
 
     stage_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
@@ -328,7 +338,7 @@ def generate_and_select_on_ray(cfg: Config, *, parent_run_id: str = "") -> Pairs
     p = cfg.pairs
 
     # Preflight, before Ray starts: both generators load and match, Mask2Former resolves.
-    from scenimefy.priors import resolve_mask2former
+    from scenimefy.priors.loading import resolve_mask2former
 
     source, target = checkpoints_of(cfg)
     g_s, _ = load_generator_pair(source, target)
@@ -354,7 +364,9 @@ def generate_and_select_on_ray(cfg: Config, *, parent_run_id: str = "") -> Pairs
     # Tracking: one MLflow run `<run.name>-pairs`, appended to on resume.
     run_dir = run_dir_of(cfg)
     tracking_uri = resolve_tracking_uri(cfg.run.mlflow_tracking_uri, run_dir)
-    run_id = find_or_create_run(tracking_uri, cfg.run.mlflow_experiment, f"{cfg.run.name}-pairs", flatten(cfg), parent_run_id)
+    run_id = find_or_create_run(
+        tracking_uri, cfg.run.mlflow_experiment, f"{cfg.run.name}-pairs", flatten(cfg), parent_run_id
+    )
     tracker = MlflowTracker(tracking_uri, run_id)
     tracker.log_text(dump_yaml(cfg), "config.yaml")
 
@@ -404,7 +416,10 @@ def generate_and_select_on_ray(cfg: Config, *, parent_run_id: str = "") -> Pairs
                 },
                 step=len(done),
             )
-            print(f"[pairs] seeds {start}-{end}: kept {chunk_kept}/{n} in {seconds:.1f} s ({n / seconds:.2f} pairs/s)", flush=True)
+            print(
+                f"[pairs] seeds {start}-{end}: kept {chunk_kept}/{n} in {seconds:.1f} s ({n / seconds:.2f} pairs/s)",
+                flush=True,
+            )
 
         # Consolidate the manifest and export the kept pairs for the translator.
         manifest = select_from_manifest(done, threshold=p.bce_threshold, min_classes=p.min_classes)
@@ -412,7 +427,9 @@ def generate_and_select_on_ray(cfg: Config, *, parent_run_id: str = "") -> Pairs
         write_parquet_atomic(manifest, manifest_path)
         num_kept = int(manifest["kept"].sum())
         if num_kept == 0:
-            raise nothing_kept_error(manifest, threshold=p.bce_threshold, min_classes=p.min_classes, manifest_path=str(manifest_path))
+            raise nothing_kept_error(
+                manifest, threshold=p.bce_threshold, min_classes=p.min_classes, manifest_path=str(manifest_path)
+            )
         selection = materialize_selection(
             manifest_path,
             threshold=p.bce_threshold,
@@ -421,14 +438,19 @@ def generate_and_select_on_ray(cfg: Config, *, parent_run_id: str = "") -> Pairs
             limit=p.target_kept if streaming else 0,
         )
         if streaming and num_kept < p.target_kept:
-            print(f"[pairs] stopped at pairs.max_candidates={p.max_candidates}: {num_kept} of {p.target_kept} pairs kept", flush=True)
+            print(
+                f"[pairs] stopped at pairs.max_candidates={p.max_candidates}: {num_kept} of {p.target_kept} pairs kept",
+                flush=True,
+            )
 
         # Inspection: the score histogram and a grid of kept and rejected pairs.
         histogram = plot_score_histogram(manifest, threshold=p.bce_threshold, path=stage_dir / "scores.png")
-        show = list(manifest[manifest["kept"]]["seed"][:INSPECTION_ROWS]) + list(manifest[~manifest["kept"]]["seed"][:INSPECTION_ROWS])
+        show = list(manifest[manifest["kept"]]["seed"][:INSPECTION_ROWS]) + list(
+            manifest[~manifest["kept"]]["seed"][:INSPECTION_ROWS]
+        )
         grid = inspection_grid(load_candidate_rows(manifest, stage_dir, show), INSPECTION_ROWS, INSPECTION_ROWS)
         inspection = str(stage_dir / "inspection.png")
-        from scenimefy.images import save_image_atomic
+        from scenimefy.data.images import save_image_atomic
 
         save_image_atomic(inspection, grid)
         l_bce = manifest["l_bce"].to_numpy(np.float64)

@@ -28,16 +28,16 @@ from scenimefy.distributed.cluster import (
     storage_path_of,
 )
 from scenimefy.distributed.data import PreparedSet, ShardSource, list_images, prepare_images, training_dataset
+from scenimefy.distributed.tracking import MlflowTracker, find_or_create_run, resolve_tracking_uri
 from scenimefy.losses.clip_losses import random_patch_corners
+from scenimefy.stages.checkpoint import STYLEGAN_SNAPSHOT_FILE
 from scenimefy.stages.context import WorkerContext
 from scenimefy.stages.stylegan import (
-    SNAPSHOT_FILE,
     check_batch_size,
     load_source_checkpoint,
     resolve_snapshot_path,
     source_networks,
 )
-from scenimefy.tracking import MlflowTracker, find_or_create_run, resolve_tracking_uri
 
 PRETRAIN, FINETUNE = "pretrain", "finetune"
 
@@ -66,7 +66,7 @@ def stage_run_name(cfg: Config, stage: str) -> str:
 
 def snapshot_path_of(cfg: Config, stage: str) -> Path:
     """Where a finished stage leaves its rosinality-format snapshot (G_s or G_t in ``g_ema``)."""
-    return run_dir_of(cfg) / stage / SNAPSHOT_FILE
+    return run_dir_of(cfg) / stage / STYLEGAN_SNAPSHOT_FILE
 
 
 def finetune_source_of(cfg: Config) -> Path:
@@ -101,7 +101,9 @@ def _cache_dir(cfg: Config) -> str:
 # Checks a user can fail, before any worker starts
 
 
-def check_enough_images(num_images: int, *, what: str, batch_key: str, batch_size_per_worker: int, workers: int) -> None:
+def check_enough_images(
+    num_images: int, *, what: str, batch_key: str, batch_size_per_worker: int, workers: int
+) -> None:
     """Every worker's shard must hold at least one per-worker batch (global batch = batch x workers)."""
     per_worker = num_images // workers
     if per_worker < batch_size_per_worker:
@@ -115,7 +117,7 @@ def check_enough_images(num_images: int, *, what: str, batch_key: str, batch_siz
 def check_priors(cfg: Config) -> None:
     """Resolve CLIP and LPIPS on the driver: offline, a missing file fails here with its name
     (PriorNotAvailable); online, it is downloaded once into the cache the workers read."""
-    from scenimefy.priors import resolve_clip_weights, resolve_lpips_heads, resolve_vgg16_weights
+    from scenimefy.priors.loading import resolve_clip_weights, resolve_lpips_heads, resolve_vgg16_weights
 
     f = cfg.finetune
     if f.lambda_global > 0 or f.lambda_patch > 0:
@@ -133,7 +135,11 @@ def preflight(cfg: Config, stage: str) -> dict[str, Any]:
     uri, what = (photos_of(cfg), "photos") if stage == PRETRAIN else (anime_of(cfg), "anime")
     _fs, files = list_images(uri, what=what)
     check_enough_images(
-        len(files), what=what, batch_key=key, batch_size_per_worker=section.batch_size_per_worker, workers=cfg.run.num_workers
+        len(files),
+        what=what,
+        batch_key=key,
+        batch_size_per_worker=section.batch_size_per_worker,
+        workers=cfg.run.num_workers,
     )
     info = {
         "stage run": stage_run_name(cfg, stage),
@@ -162,7 +168,9 @@ def _worker_context(config: dict, cfg: Config) -> WorkerContext:
 def _shard(name: str, cfg: Config, batch: int, rank: int) -> ShardSource:
     import ray.train
 
-    return ShardSource(ray.train.get_dataset_shard(name), batch_size=batch, columns=["image"], seed=cfg.run.seed, rank=rank)
+    return ShardSource(
+        ray.train.get_dataset_shard(name), batch_size=batch, columns=["image"], seed=cfg.run.seed, rank=rank
+    )
 
 
 def _pretrain_worker(config: dict) -> dict:
@@ -221,9 +229,16 @@ def _fit(
         resources["GPU"] = 1
     trainer = TorchTrainer(
         worker,
-        train_loop_config={"config": to_dict(cfg), "tracking_uri": tracking_uri, "mlflow_run_id": run_id, **extra_config},
+        train_loop_config={
+            "config": to_dict(cfg),
+            "tracking_uri": tracking_uri,
+            "mlflow_run_id": run_id,
+            **extra_config,
+        },
         torch_config=TorchConfig(backend="nccl" if cfg.run.use_gpu else "gloo"),
-        scaling_config=ray.train.ScalingConfig(num_workers=cfg.run.num_workers, use_gpu=cfg.run.use_gpu, resources_per_worker=resources),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=cfg.run.num_workers, use_gpu=cfg.run.use_gpu, resources_per_worker=resources
+        ),
         run_config=ray.train.RunConfig(
             name=name,
             storage_path=storage_path_of(cfg),
@@ -238,7 +253,7 @@ def _fit(
     final = snapshot_path_of(cfg, stage)
     summary = result.return_value or {}
     with result.checkpoint.as_directory() as d:
-        copy_atomic(Path(d) / SNAPSHOT_FILE, final)
+        copy_atomic(Path(d) / STYLEGAN_SNAPSHOT_FILE, final)
         if "step" not in summary:
             summary = dict(torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=True)["progress"])
     tracker.finish("FINISHED")
@@ -258,7 +273,11 @@ def _fit(
 def _prepare(cfg: Config, uri: str, what: str, batch_key: str, batch_size_per_worker: int) -> PreparedSet:
     prepared = prepare_images(uri, size=cfg.stylegan.size, cache_dir=_cache_dir(cfg), what=what)
     check_enough_images(
-        prepared.num_rows, what=what, batch_key=batch_key, batch_size_per_worker=batch_size_per_worker, workers=cfg.run.num_workers
+        prepared.num_rows,
+        what=what,
+        batch_key=batch_key,
+        batch_size_per_worker=batch_size_per_worker,
+        workers=cfg.run.num_workers,
     )
     return prepared
 

@@ -26,7 +26,7 @@ from scenimefy.distributed.data import (
     prepare_pairs,
     training_dataset,
 )
-from scenimefy.tracking import MlflowTracker, find_or_create_run, resolve_tracking_uri
+from scenimefy.distributed.tracking import MlflowTracker, find_or_create_run, resolve_tracking_uri
 
 
 @dataclass
@@ -45,13 +45,15 @@ def check_data_folders(cfg: Config) -> None:
     list_images(cfg.data.photos, what="photos")
     list_images(cfg.data.anime, what="anime")
     match_pairs(cfg.data.pairs)
-    from scenimefy.evaluate_run import make_epoch_evaluator
+    from scenimefy.evaluation.scoring import make_epoch_evaluator
 
     make_epoch_evaluator(cfg)  # lists the held-out photos and the anime reference (nothing loads yet)
 
 
 def prepare_translator_data(cfg: Config) -> dict[str, PreparedSet]:
-    cache = local_path(cfg.data.cache_dir) if cfg.data.cache_dir else str(Path(local_path(cfg.run.output_dir)) / "cache")
+    cache = (
+        local_path(cfg.data.cache_dir) if cfg.data.cache_dir else str(Path(local_path(cfg.run.output_dir)) / "cache")
+    )
     size = cfg.data.load_size
     return {
         "photos": prepare_images(cfg.data.photos, size=size, cache_dir=cache, what="photos"),
@@ -80,18 +82,23 @@ def _worker_loop(config: dict) -> dict:
     import ray.train
 
     cfg = from_dict(config["config"])
-    from scenimefy.evaluate_run import make_epoch_evaluator
+    from scenimefy.evaluation.scoring import make_epoch_evaluator
     from scenimefy.stages.translator import train_translator
 
     # Every rank holds the evaluator (the loop needs to know evaluation is on, to broadcast
     # rank 0's scores); only rank 0 calls it, and it loads Inception / Mask2Former then.
     ctx = ray_worker_context(
-        cfg, tracking_uri=config["tracking_uri"], mlflow_run_id=config["mlflow_run_id"], evaluate=make_epoch_evaluator(cfg)
+        cfg,
+        tracking_uri=config["tracking_uri"],
+        mlflow_run_id=config["mlflow_run_id"],
+        evaluate=make_epoch_evaluator(cfg),
     )
     batch = cfg.translator.batch_size_per_worker
 
     def shard(name: str, columns: list[str], seed: int) -> ShardSource:
-        return ShardSource(ray.train.get_dataset_shard(name), batch_size=batch, columns=columns, seed=seed, rank=ctx.rank)
+        return ShardSource(
+            ray.train.get_dataset_shard(name), batch_size=batch, columns=columns, seed=seed, rank=ctx.rank
+        )
 
     seed = cfg.run.seed
     sources = {
@@ -140,7 +147,9 @@ def train_translator_on_ray(cfg: Config, *, callbacks: list | None = None, paren
             "mlflow_run_id": run_id,
         },
         torch_config=TorchConfig(backend="nccl" if cfg.run.use_gpu else "gloo"),
-        scaling_config=ray.train.ScalingConfig(num_workers=cfg.run.num_workers, use_gpu=cfg.run.use_gpu, resources_per_worker=resources),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=cfg.run.num_workers, use_gpu=cfg.run.use_gpu, resources_per_worker=resources
+        ),
         run_config=ray.train.RunConfig(
             name=cfg.run.name,
             storage_path=storage_path_of(cfg),

@@ -3,7 +3,7 @@
 Each trial is a whole stage-3 training run (`train_translator_on_ray`) with its own Ray Train
 workers; Tune (2.60, Train V2) runs a *function trainable* that builds and fit()s the
 TorchTrainer with `TuneReportCallback()` (RAY.md 0.2 and 4). Rank 0 scores the generator at
-every epoch end (`scenimefy.evaluate_run.EpochEvaluator`: FID, KID, L_BCE on a held-out
+every epoch end (`scenimefy.evaluation.scoring.EpochEvaluator`: FID, KID, L_BCE on a held-out
 subset), so Tune receives one result per epoch and ASHA stops trials on `tune.metric`
 (default: objective = FID + evaluate.bce_weight * L_BCE) with `time_attr="epoch"`.
 
@@ -37,9 +37,9 @@ import numpy as np
 import yaml
 
 from scenimefy.config import Config, ConfigError, dump_yaml, from_dict, set_value, to_dict
+from scenimefy.data.images import atomic_path
 from scenimefy.distributed.cluster import init_ray, local_path
-from scenimefy.evaluate_run import TUNABLE_METRICS, anime_reference, held_out_photos
-from scenimefy.images import atomic_path
+from scenimefy.evaluation.scoring import TUNABLE_METRICS, anime_reference, held_out_photos
 
 SWEEP_FILE = "sweep.yaml"
 RESULTS_FILE = "results.csv"
@@ -116,8 +116,10 @@ def _is_tunable(key: str) -> bool:
 def parse_space(data: Any, source: str = "search space") -> list[Dimension]:
     """`{config.key: {kind: [args]} | constant}` -> dimensions; every error names the key and the fix."""
     if not isinstance(data, dict) or not data:
-        raise ConfigError(f"{source}: expected a mapping of config keys to {{kind: [args]}}, e.g. "
-                          "'translator.lambda_src: {loguniform: [0.01, 0.2]}'")
+        raise ConfigError(
+            f"{source}: expected a mapping of config keys to {{kind: [args]}}, e.g. "
+            "'translator.lambda_src: {loguniform: [0.01, 0.2]}'"
+        )
     dims = []
     for key, spec in data.items():
         if isinstance(spec, list):
@@ -139,7 +141,7 @@ def parse_space(data: Any, source: str = "search space") -> list[Dimension]:
 def _sample_value(spec: Any) -> Any:
     """A value of the dimension (to type-check it against the config field)."""
     if isinstance(spec, dict) and len(spec) == 1:
-        (kind, args), = spec.items()
+        ((kind, args),) = spec.items()
         if isinstance(args, list) and args:
             return args[0]
     return spec
@@ -150,7 +152,7 @@ def _dimension(key: str, spec: Any, source: str, scratch: Config) -> Dimension:
         return Dimension(key, "fixed", (spec,))
     if len(spec) != 1:
         raise ConfigError(f"{source}: {key}: expected one kind ({', '.join(SPACE_KINDS)}), got {sorted(spec)}")
-    (kind, args), = spec.items()
+    ((kind, args),) = spec.items()
     if kind not in SPACE_KINDS:
         raise ConfigError(f"{source}: {key}: unknown kind {kind!r}; valid kinds: {', '.join(SPACE_KINDS)}")
     if not isinstance(args, list) or not args:
@@ -223,7 +225,8 @@ def plan_trials(cfg: Config, cluster: dict[str, float]) -> TrialPlan:
     if cpus > cpus_total:
         raise ValueError(
             f"each trial asks for {cpus:g} CPU(s) (run.num_workers={run.num_workers} x run.cpus_per_worker="
-            f"{run.cpus_per_worker:g}" + ("" if on_driver_resource else " + 1 for the trial driver")
+            f"{run.cpus_per_worker:g}"
+            + ("" if on_driver_resource else " + 1 for the trial driver")
             + f") but the cluster has {cpus_total:g}: lower run.cpus_per_worker or run.num_workers"
         )
     if gpus:
@@ -281,7 +284,9 @@ def check_sweep_config(cfg: Config, dims: Sequence[Dimension]) -> None:
             f"tune.metric); set evaluate.every_epochs=1 or 0"
         )
     if cfg.translator.max_steps:
-        raise ConfigError("translator.max_steps cuts trials short of an epoch end; set translator.max_steps=0 for a sweep")
+        raise ConfigError(
+            "translator.max_steps cuts trials short of an epoch end; set translator.max_steps=0 for a sweep"
+        )
     searched = {d.key for d in dims}
     if searched & set(THRESHOLD_KEYS):
         if not t.manifest:
@@ -396,7 +401,9 @@ def selected_pairs(manifest: str, *, threshold: float, min_classes: int, cache_r
     marker = folder / "_selected.yaml"
     with _file_lock(cache_root / f".{folder.name}.lock"):
         if not marker.is_file():
-            selection = materialize_selection(manifest, threshold=threshold, min_classes=min_classes, out_dir=str(folder))
+            selection = materialize_selection(
+                manifest, threshold=threshold, min_classes=min_classes, out_dir=str(folder)
+            )
             summary = {k: v for k, v in selection.items() if k != "seeds"}
             with atomic_path(marker) as tmp:
                 Path(tmp).write_text(yaml.safe_dump({"manifest": manifest, **summary}, sort_keys=False))
@@ -530,7 +537,10 @@ def _cluster_resources_without_starting(num_cpus_needed: float) -> dict[str, flo
         return ray.cluster_resources()
     import torch
 
-    return {"CPU": float(max(os.cpu_count() or 1, int(num_cpus_needed + 0.999) + 1)), "GPU": float(torch.cuda.device_count())}
+    return {
+        "CPU": float(max(os.cpu_count() or 1, int(num_cpus_needed + 0.999) + 1)),
+        "GPU": float(torch.cuda.device_count()),
+    }
 
 
 def run_sweep(cfg: Config, *, callbacks: Sequence[Any] = (), dry_run: bool = False) -> SweepOutcome | dict:
@@ -538,7 +548,7 @@ def run_sweep(cfg: Config, *, callbacks: Sequence[Any] = (), dry_run: bool = Fal
     dims = load_space(cfg.tune.space)
     check_sweep_config(cfg, dims)
     sweep_dir = sweep_dir_of(cfg)
-    from scenimefy.tracking import find_or_create_run, resolve_tracking_uri
+    from scenimefy.distributed.tracking import find_or_create_run, resolve_tracking_uri
 
     tracking_uri = (
         resolve_tracking_uri(cfg.run.mlflow_tracking_uri, sweep_dir) if not dry_run else cfg.run.mlflow_tracking_uri
@@ -563,8 +573,13 @@ def run_sweep(cfg: Config, *, callbacks: Sequence[Any] = (), dry_run: bool = Fal
             "space": space_to_dict(dims),
             "plan": dataclasses.asdict(plan),
             "epochs_per_trial": total_epochs,
-            "asha": {"time_attr": TIME_ATTR, "max_t": total_epochs, "grace_period": cfg.tune.grace_period,
-                     "reduction_factor": cfg.tune.reduction_factor, "metric": cfg.tune.metric},
+            "asha": {
+                "time_attr": TIME_ATTR,
+                "max_t": total_epochs,
+                "grace_period": cfg.tune.grace_period,
+                "reduction_factor": cfg.tune.reduction_factor,
+                "metric": cfg.tune.metric,
+            },
         }
     init_ray(num_cpus_needed=needed_cpus)  # with the dashboard: ASHA's stops free resources through it
     import ray
@@ -590,7 +605,9 @@ def run_sweep(cfg: Config, *, callbacks: Sequence[Any] = (), dry_run: bool = Fal
     resumed = tune.Tuner.can_restore(str(experiment_path))
     if resumed:
         print(f"[tune] resuming the sweep in {experiment_path}", flush=True)
-        tuner = tune.Tuner.restore(str(experiment_path), trainable=trainable, resume_unfinished=True, resume_errored=True)
+        tuner = tune.Tuner.restore(
+            str(experiment_path), trainable=trainable, resume_unfinished=True, resume_errored=True
+        )
     else:
         print(
             f"[tune] {cfg.tune.num_samples} sample(s) over {', '.join(d.key for d in dims)}; up to {plan.max_concurrent} "
@@ -638,7 +655,7 @@ def run_sweep(cfg: Config, *, callbacks: Sequence[Any] = (), dry_run: bool = Fal
     try:
         best = choose_best(table, metric=cfg.tune.metric, total_epochs=total_epochs)
     except RuntimeError:
-        from scenimefy.tracking import MlflowTracker
+        from scenimefy.distributed.tracking import MlflowTracker
 
         parent = MlflowTracker(tracking_uri, parent_run_id)
         parent.log_artifact(results_csv)
@@ -646,9 +663,26 @@ def run_sweep(cfg: Config, *, callbacks: Sequence[Any] = (), dry_run: bool = Fal
         raise
     best_preset = write_best_preset(cfg, best, dims, sweep_dir / BEST_PRESET_FILE, sweep_dir=sweep_dir)
     plot = plot_objective(table, dims, metric=cfg.tune.metric, path=sweep_dir / PLOT_FILE)
-    _finish_mlflow(tracking_uri, parent_run_id, table, best, cfg.tune.metric, [results_csv, best_preset, plot, str(sweep_dir / SWEEP_FILE)])
+    _finish_mlflow(
+        tracking_uri,
+        parent_run_id,
+        table,
+        best,
+        cfg.tune.metric,
+        [results_csv, best_preset, plot, str(sweep_dir / SWEEP_FILE)],
+    )
     return SweepOutcome(
-        str(sweep_dir), str(experiment_path), results_csv, best_preset, plot, best, table, plan, tracking_uri, parent_run_id, resumed
+        str(sweep_dir),
+        str(experiment_path),
+        results_csv,
+        best_preset,
+        plot,
+        best,
+        table,
+        plan,
+        tracking_uri,
+        parent_run_id,
+        resumed,
     )
 
 
@@ -679,7 +713,9 @@ def results_table(
         else:
             row[f"best_{metric}"] = math.nan
         row["epochs"] = epochs
-        row["status"] = "ERROR" if result.error is not None else ("STOPPED_EARLY" if epochs < total_epochs else "COMPLETED")
+        row["status"] = (
+            "ERROR" if result.error is not None else ("STOPPED_EARLY" if epochs < total_epochs else "COMPLETED")
+        )
         row["error"] = str(result.error).strip().splitlines()[-1][:300] if result.error is not None else ""
         row["checkpoint_path"] = metrics.get("checkpoint_path", "")
         generator = Path(run_dir_of_trial(trial_id)) / "generator.pt" if run_dir_of_trial else None
@@ -769,22 +805,28 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _finish_mlflow(tracking_uri: str, parent_run_id: str, table: Sequence[dict], best: dict, metric: str, artifacts: list[str]) -> None:
+def _finish_mlflow(
+    tracking_uri: str, parent_run_id: str, table: Sequence[dict], best: dict, metric: str, artifacts: list[str]
+) -> None:
     """Artifacts and best values on the parent run; trials stopped by ASHA closed as KILLED."""
     from mlflow.tracking import MlflowClient
 
-    from scenimefy.tracking import MlflowTracker
+    from scenimefy.distributed.tracking import MlflowTracker
 
     client = MlflowClient(tracking_uri)
     parent = MlflowTracker(tracking_uri, parent_run_id)
-    parent.log_metrics({f"best_{k}": best[k] for k in ("objective", "fid", "kid", "l_bce") if math.isfinite(best.get(k, math.nan))}, step=0)
+    parent.log_metrics(
+        {f"best_{k}": best[k] for k in ("objective", "fid", "kid", "l_bce") if math.isfinite(best.get(k, math.nan))},
+        step=0,
+    )
     client.set_tag(parent_run_id, "best_trial", best["trial_id"])
     counts = {s: sum(r["status"] == s for r in table) for s in ("COMPLETED", "STOPPED_EARLY", "ERROR")}
     parent.log_metrics({f"trials_{k.lower()}": float(v) for k, v in counts.items()}, step=0)
     for path in artifacts:
         parent.log_artifact(path)
     children = client.search_runs(
-        [client.get_run(parent_run_id).info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'"
+        [client.get_run(parent_run_id).info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
     )
     status_of = {r["trial_id"]: r["status"] for r in table}
     for child in children:

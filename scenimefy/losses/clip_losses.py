@@ -2,7 +2,7 @@
 
 Both compare the pseudo pair ``x^p = G_s(w)`` (source) and ``y^p = G_t(w)`` (target) through a
 frozen CLIP image embedder: a callable mapping (N, 3, H, W) images in [-1, 1] to (N, D)
-L2-normalised embeddings, with gradients to its input (``scenimefy.priors.ClipEmbedder``,
+L2-normalised embeddings, with gradients to its input (``scenimefy.priors.loading.ClipEmbedder``,
 which resizes any input to CLIP's size itself). No Ray, no file paths.
 """
 
@@ -36,9 +36,7 @@ def random_patch_corners(size: int, patch_size: int, count: int, generator: torc
     corners serve every image of the batch and both images of a pair. Crops may overlap.
     """
     if not 0 < patch_size <= size:
-        raise ValueError(
-            f"patch size {patch_size} does not fit {size} px images: set finetune.patch_size to 1..{size}"
-        )
+        raise ValueError(f"patch size {patch_size} does not fit {size} px images: set finetune.patch_size to 1..{size}")
     if count < 2:
         raise ValueError(f"L_patch needs at least 2 patches per image (one positive, one negative), got {count}")
     return torch.randint(size - patch_size + 1, (count, 2), generator=generator)

@@ -29,8 +29,7 @@ _DIAGONAL_FILL = -10.0
 def _check_patches(q: Tensor, k: Tensor) -> None:
     if q.dim() != 3 or q.shape != k.shape:
         raise ValueError(
-            f"queries and keys must both be (B, P, C) with the same shape; got {tuple(q.shape)} "
-            f"and {tuple(k.shape)}"
+            f"queries and keys must both be (B, P, C) with the same shape; got {tuple(q.shape)} and {tuple(k.shape)}"
         )
 
 
@@ -184,7 +183,5 @@ def hdce_loss_layers(
     Returns ``(mean over taps of the optimised value, mean over taps of the logged CE)``.
     """
     _check_layers(q_layers, k_layers, weight_layers)
-    values, logged = zip(
-        *(hdce_loss(q, k, w, tau=tau) for q, k, w in zip(q_layers, k_layers, weight_layers))
-    )
+    values, logged = zip(*(hdce_loss(q, k, w, tau=tau) for q, k, w in zip(q_layers, k_layers, weight_layers)))
     return torch.stack(values).mean(), torch.stack(logged).mean()

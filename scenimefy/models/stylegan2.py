@@ -410,9 +410,7 @@ class Generator(nn.Module):
     def _device(self) -> torch.device:
         return self.input.input.device
 
-    def make_noise(
-        self, batch_size: int | None = None, *, generator: torch.Generator | None = None
-    ) -> list[Tensor]:
+    def make_noise(self, batch_size: int | None = None, *, generator: torch.Generator | None = None) -> list[Tensor]:
         """Fresh per-layer noise maps ``[(B or 1, 1, r_j, r_j)]``, one per styled conv.
 
         Pass the same list to two generators (G_s and G_t in Stage 1) so they see the same
@@ -567,7 +565,9 @@ class ConvLayer(nn.Sequential):
         else:
             stride, padding = 1, kernel_size // 2
         conv_bias = bias and not activate  # with an activation the bias lives in FusedLeakyReLU
-        layers.append(EqualConv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=conv_bias))
+        layers.append(
+            EqualConv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=conv_bias)
+        )
         if activate:
             layers.append(FusedLeakyReLU(out_channels, bias=bias))
         super().__init__(*layers)

@@ -141,9 +141,7 @@ class ResnetGenerator(nn.Module):
     def __init__(self, *, ngf: int, n_blocks: int):
         super().__init__()
         if ngf < 1 or n_blocks < 0:
-            raise ValueError(
-                f"ResnetGenerator: ngf must be >= 1 and n_blocks >= 0, got ngf={ngf}, n_blocks={n_blocks}"
-            )
+            raise ValueError(f"ResnetGenerator: ngf must be >= 1 and n_blocks >= 0, got ngf={ngf}, n_blocks={n_blocks}")
         self.ngf = ngf
         self.n_blocks = n_blocks
         layers: list[nn.Module] = [
@@ -380,9 +378,7 @@ def infer_generator_arch(state: Mapping[str, Tensor]) -> dict[str, int]:
     first = state.get("model.1.weight")
     if not isinstance(first, Tensor) or first.dim() != 4 or tuple(first.shape[1:]) != (3, 7, 7):
         found = "missing" if first is None else f"shape {list(getattr(first, 'shape', []))}"
-        raise ValueError(
-            f"not a CUT ResnetGenerator state dict: model.1.weight should be (ngf, 3, 7, 7), is {found}"
-        )
+        raise ValueError(f"not a CUT ResnetGenerator state dict: model.1.weight should be (ngf, 3, 7, 7), is {found}")
     n_blocks = sum(1 for k in state if _BLOCK_KEY.match(k))
     return {"ngf": int(first.shape[0]), "n_blocks": n_blocks}
 
@@ -413,9 +409,7 @@ def load_generator_state(model: nn.Module, state: Mapping[str, Tensor]) -> None:
     ]
     if missing or unexpected or shapes:
         arch = getattr(model, "arch", None)
-        expected = type(model).__name__ + (
-            f"({', '.join(f'{k}={v}' for k, v in arch.items())})" if arch else ""
-        )
+        expected = type(model).__name__ + (f"({', '.join(f'{k}={v}' for k, v in arch.items())})" if arch else "")
         parts = []
         if missing:
             parts.append(f"{len(missing)} missing keys ({_first(missing)})")

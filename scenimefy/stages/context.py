@@ -13,7 +13,7 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
-from scenimefy.tracking import NullTracker
+from scenimefy.distributed.tracking import NullTracker
 
 
 def _no_report(metrics: dict, checkpoint_dir: str | None = None) -> None:
@@ -64,7 +64,9 @@ def gather_per_rank(value: Any) -> list[Any]:
 
 def rank_checksums(modules: dict[str, torch.nn.Module]) -> list[float]:
     """One float64 checksum of all parameters per rank (equal on every rank under DDP)."""
-    return gather_per_rank(sum(float(p.detach().double().abs().sum()) for m in modules.values() for p in m.parameters()))
+    return gather_per_rank(
+        sum(float(p.detach().double().abs().sum()) for m in modules.values() for p in m.parameters())
+    )
 
 
 def own_entry(values: list[Any], rank: int) -> Any:

@@ -50,14 +50,14 @@ import numpy as np
 import torch
 
 from scenimefy.config import PriorsConfig
-from scenimefy.host import configure_process
-from scenimefy.images import atomic_path, from_uint8, image_grid, save_image_atomic, to_uint8
+from scenimefy.data.images import atomic_path, from_uint8, image_grid, save_image_atomic, to_uint8
 from scenimefy.models.rosinality import build_from_rosinality, load_rosinality_checkpoint
 from scenimefy.models.stylegan2 import Generator
-from scenimefy.segmentation import SemanticScorer, colorize_labels, keep_pair
+from scenimefy.priors.segmentation import SemanticScorer, colorize_labels, keep_pair
+from scenimefy.stages.checkpoint import STYLEGAN_SNAPSHOT_FILE
+from scenimefy.stages.host import configure_process
 
 MEAN_LATENT_SEED = 0  # w_mean's z are drawn from this seed: every actor gets the same w_mean
-SNAPSHOT_FILE = "stylegan.pt"  # a stage-0/1 checkpoint directory holds its rosinality export here
 MANIFEST_FILE = "manifest.parquet"
 GRID_MIN_SIDE = 96  # inspection grids enlarge smaller images to this many pixels
 SELECTED_DIR = "selected"
@@ -85,9 +85,11 @@ def resolve_generator_path(path: str | os.PathLike, what: str) -> Path:
         raise ValueError(f"{what} is empty: set it to a rosinality-format StyleGAN2 checkpoint (.pt)")
     p = Path(path).expanduser()
     if p.is_dir():
-        if not (p / SNAPSHOT_FILE).is_file():
-            raise ValueError(f"{what}={str(path)!r} is a directory without {SNAPSHOT_FILE}: pass the checkpoint file")
-        return p / SNAPSHOT_FILE
+        if not (p / STYLEGAN_SNAPSHOT_FILE).is_file():
+            raise ValueError(
+                f"{what}={str(path)!r} is a directory without {STYLEGAN_SNAPSHOT_FILE}: pass the checkpoint file"
+            )
+        return p / STYLEGAN_SNAPSHOT_FILE
     if not p.is_file():
         raise FileNotFoundError(f"{what}={str(path)!r}: no such file")
     return p
@@ -120,7 +122,7 @@ def load_generator_pair(source: str | os.PathLike, target: str | os.PathLike) ->
 
 
 def resolve_device(device: str) -> torch.device:
-    """"cuda" falls back to CPU where CUDA is absent (Ray's fake GPUs in tests, RAY.md 3.3)."""
+    """ "cuda" falls back to CPU where CUDA is absent (Ray's fake GPUs in tests, RAY.md 3.3)."""
     if device in ("auto", "cuda") and torch.cuda.is_available():
         return torch.device("cuda")
     if device.startswith("cuda:") and torch.cuda.is_available():
@@ -165,7 +167,9 @@ class PairGenerator:
         device: str = "cpu",
         torch_threads: int = 0,
     ):
-        configure_process(resolve_device(device), torch_threads=torch_threads, keep_heap=False)  # inference: glibc as it comes
+        configure_process(
+            resolve_device(device), torch_threads=torch_threads, keep_heap=False
+        )  # inference: glibc as it comes
         g_s, g_t = load_generator_pair(source_checkpoint, target_checkpoint)
         self._setup(g_s, g_t, truncation, mean_latent_samples, share_noise, group, resolve_device(device))
 
@@ -196,7 +200,9 @@ class PairGenerator:
         self.share_noise = bool(share_noise)
         self.group = int(group)
         # Truncation centre: G_s's mean w (both generators use it; G_t's mapping is never run).
-        self.w_mean = self.g_s.mean_latent(mean_latent_samples, generator=torch.Generator().manual_seed(MEAN_LATENT_SEED))
+        self.w_mean = self.g_s.mean_latent(
+            mean_latent_samples, generator=torch.Generator().manual_seed(MEAN_LATENT_SEED)
+        )
         self.size = g_s.size
 
     @torch.inference_mode()
@@ -205,7 +211,9 @@ class PairGenerator:
         inputs = [seed_inputs(s, self.g_s, self.g_t, share_noise=self.share_noise) for s in seeds]
         z = torch.cat([i[0] for i in inputs]).to(self.device)  # (B, D)
         noise_s = [torch.cat([i[1][j] for i in inputs]) for j in range(self.g_s.num_layers)]  # [(B, 1, r, r)]
-        noise_t = noise_s if self.share_noise else [torch.cat([i[2][j] for i in inputs]) for j in range(self.g_t.num_layers)]
+        noise_t = (
+            noise_s if self.share_noise else [torch.cat([i[2][j] for i in inputs]) for j in range(self.g_t.num_layers)]
+        )
         w = self.g_s.get_latent(z)  # (B, D): G_s's mapping drives both generators
         kwargs = dict(input_is_latent=True, truncation=self.truncation, truncation_latent=self.w_mean)
         photo, _ = self.g_s([w], noise=noise_s, **kwargs)
@@ -254,7 +262,9 @@ class PairScorer:
         device: str = "cpu",
         torch_threads: int = 0,
     ):
-        configure_process(resolve_device(device), torch_threads=torch_threads, keep_heap=False)  # inference: glibc as it comes
+        configure_process(
+            resolve_device(device), torch_threads=torch_threads, keep_heap=False
+        )  # inference: glibc as it comes
         scorer = SemanticScorer.from_priors(PriorsConfig(**priors), resolve_device(device), precision=precision)
         self._setup(scorer, threshold, min_classes)
 
@@ -285,7 +295,9 @@ class PairScorer:
         return result
 
 
-def score_seeds(generator: PairGenerator, scorer: PairScorer, seeds: Sequence[int], *, batch_size: int) -> Iterator[dict]:
+def score_seeds(
+    generator: PairGenerator, scorer: PairScorer, seeds: Sequence[int], *, batch_size: int
+) -> Iterator[dict]:
     """The stage in-process: batches of scored pairs for `seeds` (tests, the benchmark)."""
     seeds = np.asarray(seeds, dtype=np.int64)
     for start in range(0, len(seeds), batch_size):
@@ -340,7 +352,13 @@ def manifest_frame(rows: Iterable[dict[str, np.ndarray]]):
 
     frames = [pd.DataFrame({c: b[c] for c in MANIFEST_COLUMNS}) for b in rows if len(b["seed"])]
     if not frames:
-        empty = {"seed": np.int64, "l_bce": np.float32, "n_classes": np.int64, "pixel_agreement": np.float32, "kept": bool}
+        empty = {
+            "seed": np.int64,
+            "l_bce": np.float32,
+            "n_classes": np.int64,
+            "pixel_agreement": np.float32,
+            "kept": bool,
+        }
         return pd.DataFrame({c: np.empty(0, dtype=empty.get(c, object)) for c in MANIFEST_COLUMNS})
     return pd.concat(frames, ignore_index=True).sort_values("seed", kind="stable").reset_index(drop=True)
 
@@ -371,7 +389,9 @@ def read_manifest(path: str | os.PathLike):
     if p.is_dir():
         p = p / MANIFEST_FILE
     if not p.is_file():
-        raise FileNotFoundError(f"manifest {str(p)!r} does not exist: run `scenimefy pairs` first, or pass its manifest.parquet")
+        raise FileNotFoundError(
+            f"manifest {str(p)!r} does not exist: run `scenimefy pairs` first, or pass its manifest.parquet"
+        )
     try:
         df = pd.read_parquet(p)
     except Exception as e:  # noqa: BLE001 - any reader failure: not a manifest

@@ -29,12 +29,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from scenimefy import checkpoint as ckpt
 from scenimefy.config import Config, FinetuneConfig, PretrainConfig, RunConfig, StyleGANConfig, dump_yaml, to_dict
+from scenimefy.data.images import image_grid, to_uint8
 from scenimefy.data.streams import BatchSource, Stream, StreamPosition
 from scenimefy.data.transforms import random_crop_flip
-from scenimefy.host import configure_process
-from scenimefy.images import image_grid, to_uint8
 from scenimefy.losses.clip_losses import clip_distance, clip_patch_nce, random_patch_corners
 from scenimefy.losses.stylegan import (
     accumulate_ema,
@@ -47,6 +45,8 @@ from scenimefy.losses.stylegan import (
 )
 from scenimefy.models.rosinality import build_from_rosinality, load_rosinality_checkpoint, save_rosinality_checkpoint
 from scenimefy.models.stylegan2 import Discriminator, Generator, freeze_for_finetuning
+from scenimefy.stages import checkpoint as ckpt
+from scenimefy.stages.checkpoint import STYLEGAN_SNAPSHOT_FILE
 from scenimefy.stages.context import (
     WorkerContext,
     assert_ranks_identical,
@@ -55,8 +55,8 @@ from scenimefy.stages.context import (
     own_entry,
     rank_checksums,
 )
+from scenimefy.stages.host import configure_process
 
-SNAPSHOT_FILE = "stylegan.pt"  # rosinality-format export beside state.pt: what stage 1 and 2 load
 ARCH_FIELDS = ("size", "latent_dim", "n_mlp", "channel_multiplier", "channel_base", "channel_max")
 STDDEV_GROUP = Discriminator.stddev_group
 SAMPLE_GRID = (4, 4)  # pretraining sample grid: rows x columns of G_ema(z_fixed)
@@ -429,9 +429,11 @@ def resolve_snapshot_path(path: str | Path) -> Path:
     """A rosinality-format file, or one of our checkpoint directories (its ``stylegan.pt``)."""
     path = Path(path).expanduser()
     if path.is_dir():
-        if not (path / SNAPSHOT_FILE).is_file():
-            raise ValueError(f"{str(path)!r} is a directory without {SNAPSHOT_FILE}: pass the checkpoint file itself")
-        return path / SNAPSHOT_FILE
+        if not (path / STYLEGAN_SNAPSHOT_FILE).is_file():
+            raise ValueError(
+                f"{str(path)!r} is a directory without {STYLEGAN_SNAPSHOT_FILE}: pass the checkpoint file itself"
+            )
+        return path / STYLEGAN_SNAPSHOT_FILE
     return path
 
 
@@ -545,7 +547,7 @@ def _save_checkpoint(
             },
         )
         save_rosinality_checkpoint(
-            Path(d) / SNAPSHOT_FILE,
+            Path(d) / STYLEGAN_SNAPSHOT_FILE,
             modules["G"],
             modules["D"],
             nets.G_ema,
@@ -637,7 +639,11 @@ def train_pretrain(cfg: Config, sources: dict[str, BatchSource], ctx: WorkerCont
         mean_path_length=torch.tensor(float(mean_path_length)),
     )  # fmt: skip
     if ctx.is_main:
-        where = f"resumed at {progress['num_images_seen'] / 1000:.3f} kimg (step {progress['step']})" if state else "starting"
+        where = (
+            f"resumed at {progress['num_images_seen'] / 1000:.3f} kimg (step {progress['step']})"
+            if state
+            else "starting"
+        )
         print(
             f"[pretrain] {where}: {p.total_kimg} kimg at {s.size} px, {ctx.world_size} worker(s) x batch "
             f"{p.batch_size_per_worker} (global {global_batch}), EMA beta {ema_decay:.6f}, device {device}",
@@ -647,7 +653,7 @@ def train_pretrain(cfg: Config, sources: dict[str, BatchSource], ctx: WorkerCont
     # Data: one endless stream, positioned where the checkpoint left it.
     stream = Stream(sources["photos"], "photos", position)
     z_samples = fixed_latents(SAMPLE_GRID[0] * SAMPLE_GRID[1], s.latent_dim, run.seed)
-    log_every, sample_every, checkpoint_every = (
+    log_every_images, sample_every_images, checkpoint_every_images = (
         _images(p.log_every_kimg), _images(p.sample_every_kimg), _images(p.checkpoint_every_kimg)
     )  # fmt: skip
 
@@ -668,7 +674,7 @@ def train_pretrain(cfg: Config, sources: dict[str, BatchSource], ctx: WorkerCont
         stop_now = finished or ctx.should_stop()
 
         # Report: metrics averaged over the window and across ranks.
-        if _crossed(before, after, log_every) or stop_now:
+        if _crossed(before, after, log_every_images) or stop_now:
             elapsed = time.perf_counter() - tick
             last = mean_across_ranks(_window_mean(window))
             last.update(
@@ -685,9 +691,9 @@ def train_pretrain(cfg: Config, sources: dict[str, BatchSource], ctx: WorkerCont
                     flush=True,
                 )
             window, images_in_window, tick = [], 0, time.perf_counter()
-        if ctx.is_main and _crossed(before, after, sample_every):
+        if ctx.is_main and _crossed(before, after, sample_every_images):
             ctx.tracker.log_image(pretrain_samples(G_ema, z_samples), f"samples/kimg_{after / 1000:010.3f}.png")
-        if _crossed(before, after, checkpoint_every) or stop_now:
+        if _crossed(before, after, checkpoint_every_images) or stop_now:
             _save_checkpoint(ctx, cfg, "pretrain", nets, progress, stream, {**last, "step": float(progress["step"])})
         if stop_now:
             break
@@ -707,7 +713,7 @@ def train_pretrain(cfg: Config, sources: dict[str, BatchSource], ctx: WorkerCont
 
 def _load_priors(cfg: Config, device: torch.device) -> tuple[nn.Module | None, nn.Module | None]:
     """CLIP when D_CLIP or L_patch is on, LPIPS when its weight is on (both frozen)."""
-    from scenimefy.priors import load_clip, load_lpips
+    from scenimefy.priors.loading import load_clip, load_lpips
 
     f = cfg.finetune
     clip = load_clip(cfg.priors, device) if (f.lambda_global > 0 or f.lambda_patch > 0) else None
@@ -807,7 +813,7 @@ def train_finetune(
         window.append(metrics)
         stop_now = done >= f.iterations or ctx.should_stop()
 
-        if (f.log_every and done % f.log_every == 0) or stop_now:
+        if (f.log_every_steps and done % f.log_every_steps == 0) or stop_now:
             elapsed = time.perf_counter() - tick
             last = mean_across_ranks(_window_mean(window))
             last.update(it_per_s=len(window) / max(elapsed, 1e-9), step=float(done))
@@ -819,9 +825,9 @@ def train_finetune(
                     flush=True,
                 )
             window, tick = [], time.perf_counter()
-        if ctx.is_main and f.sample_every and done % f.sample_every == 0:
+        if ctx.is_main and f.sample_every_steps and done % f.sample_every_steps == 0:
             ctx.tracker.log_image(finetune_samples(G_s, G_ema, z_samples), f"samples/step_{done:07d}.png")
-        if (f.checkpoint_every and done % f.checkpoint_every == 0) or stop_now:
+        if (f.checkpoint_every_steps and done % f.checkpoint_every_steps == 0) or stop_now:
             _save_checkpoint(ctx, cfg, "finetune", nets, progress, stream, {**last, "step": float(done)})
         if stop_now:
             break

@@ -19,16 +19,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from scenimefy import checkpoint as ckpt
 from scenimefy.config import Config, TranslatorConfig, dump_yaml, to_dict
+from scenimefy.data.images import image_grid, to_uint8
 from scenimefy.data.streams import BatchSource, Stream, StreamPosition
 from scenimefy.data.transforms import random_crop_flip
-from scenimefy.host import configure_process
-from scenimefy.images import image_grid, to_uint8
-from scenimefy.inference import load_translator, save_translator_snapshot
+from scenimefy.inference.translate import load_translator, save_translator_snapshot
 from scenimefy.losses import hard_negative_weights, hdce_loss_layers, lsgan_loss, src_loss_layers, style_patch_nce
 from scenimefy.models.translator import PatchGANDiscriminator, PatchProjection, ResnetGenerator, load_generator_state
-from scenimefy.schedules import hdce_gamma_schedule, lambda_sup_schedule, lr_factor
+from scenimefy.stages import checkpoint as ckpt
 from scenimefy.stages.context import (
     WorkerContext,
     assert_ranks_identical,
@@ -38,6 +36,8 @@ from scenimefy.stages.context import (
     own_entry,
     rank_checksums,
 )
+from scenimefy.stages.host import configure_process
+from scenimefy.stages.schedules import hdce_gamma_schedule, lambda_sup_schedule, lr_factor
 
 ARCH_FIELDS = ("ngf", "n_blocks", "ndf", "n_layers_d", "nce_layers", "head_dim")
 NETWORKS = ("G", "F", "F_s", "D_U", "D_P")
@@ -259,7 +259,9 @@ def translator_step(
 # The worker loop
 
 
-def sample_grid(x: torch.Tensor, fake_x: torch.Tensor, xp: torch.Tensor, fake_xp: torch.Tensor, yp: torch.Tensor) -> np.ndarray:
+def sample_grid(
+    x: torch.Tensor, fake_x: torch.Tensor, xp: torch.Tensor, fake_xp: torch.Tensor, yp: torch.Tensor
+) -> np.ndarray:
     """Rows of (x, G(x), x^p, G(x^p), y^p) for up to four images of the batch."""
     n = min(4, x.shape[0])
     cols = [to_uint8(t[:n].float().cpu()) for t in (x, fake_x, xp, fake_xp, yp)]
@@ -284,7 +286,9 @@ def check_arch(saved: dict, current: TranslatorConfig) -> None:
         )
 
 
-def _batch_to_tensors(batch: dict[str, np.ndarray], keys: list[str], *, crop: int, flip: bool, gen, device) -> list[torch.Tensor]:
+def _batch_to_tensors(
+    batch: dict[str, np.ndarray], keys: list[str], *, crop: int, flip: bool, gen, device
+) -> list[torch.Tensor]:
     tensors = random_crop_flip([batch[k] for k in keys], crop_size=crop, flip=flip, generator=gen)
     if device.type == "cuda":  # pinned, so the copies overlap the GPU's work instead of waiting for it
         tensors = [t.pin_memory() for t in tensors]
@@ -340,7 +344,9 @@ def train_translator(
         for name in NETWORKS:
             optimizers[name].load_state_dict(state["optimizers"][name])
             schedulers[name].load_state_dict(state["schedulers"][name])
-    nets = assemble_nets(bare, optimizers, schedulers, wrap_ddp=ctx.wrap_ddp, compile=t.compile, compile_mode=t.compile_mode)
+    nets = assemble_nets(
+        bare, optimizers, schedulers, wrap_ddp=ctx.wrap_ddp, compile=t.compile, compile_mode=t.compile_mode
+    )
     if ctx.is_main:
         where = f"resumed from step {progress['step']} (epoch {progress['epoch']})" if state else "starting"
         print(
@@ -367,14 +373,16 @@ def train_translator(
                     "optimizers": {name: o.state_dict() for name, o in optimizers.items()},
                     "schedulers": {name: s.state_dict() for name, s in schedulers.items()},
                     "progress": dict(progress),
-                    "streams": {name: [s.position.pass_index, s.position.batches_in_pass] for name, s in streams.items()},
+                    "streams": {
+                        name: [s.position.pass_index, s.position.batches_in_pass] for name, s in streams.items()
+                    },
                     "rng": rng_states,
                     "evaluation": dict(evaluation),
                     "seed": run.seed,
                     "config": to_dict(cfg),
                 },
             )
-            save_translator_snapshot(Path(d) / ckpt.SNAPSHOT_FILE, bare["G"], to_dict(cfg))
+            save_translator_snapshot(Path(d) / ckpt.TRANSLATOR_SNAPSHOT_FILE, bare["G"], to_dict(cfg))
             (Path(d) / ckpt.CONFIG_FILE).write_text(dump_yaml(cfg))
             ctx.report(metrics, d)
 
@@ -393,7 +401,9 @@ def train_translator(
             photos, anime, pairs = streams["photos"].next(), streams["anime"].next(), streams["pairs"].next()
             (x,) = _batch_to_tensors(photos, ["image"], crop=crop, flip=cfg.data.flip, gen=gen, device=device)
             (y,) = _batch_to_tensors(anime, ["image"], crop=crop, flip=cfg.data.flip, gen=gen, device=device)
-            xp, yp = _batch_to_tensors(pairs, ["image_a", "image_b"], crop=crop, flip=cfg.data.pair_flip, gen=gen, device=device)
+            xp, yp = _batch_to_tensors(
+                pairs, ["image_a", "image_b"], crop=crop, flip=cfg.data.pair_flip, gen=gen, device=device
+            )
             if t.channels_last:
                 x, y, xp, yp = (v.contiguous(memory_format=torch.channels_last) for v in (x, y, xp, yp))
             metrics, images = translator_step(
@@ -427,7 +437,9 @@ def train_translator(
                     )
                 window, images_in_window, tick = [], 0, time.perf_counter()
             if ctx.is_main and t.sample_every_steps and done % t.sample_every_steps == 0:
-                ctx.tracker.log_image(sample_grid(x, images["fake_x"], xp, images["fake_xp"], yp), f"samples/step_{done:07d}.png")
+                ctx.tracker.log_image(
+                    sample_grid(x, images["fake_x"], xp, images["fake_xp"], yp), f"samples/step_{done:07d}.png"
+                )
             end_of_epoch = done == epoch * steps_per_epoch
             if end_of_epoch and ctx.evaluate is not None and (epoch % eval_every == 0 or epoch == total_epochs):
                 # rank 0 scores the generator; every rank reports the same values (Tune/ASHA read them)

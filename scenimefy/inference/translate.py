@@ -23,15 +23,15 @@ from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
-from scenimefy.checkpoint import SNAPSHOT_FILE, save_torch_atomic, unwrap
 from scenimefy.data.decode import IMAGE_EXTENSIONS, ImageDecodeError, list_image_files, load_image
-from scenimefy.images import from_uint8, save_image_atomic, to_uint8
+from scenimefy.data.images import from_uint8, save_image_atomic, to_uint8
 from scenimefy.models.translator import (
     ResnetGenerator,
     infer_generator_arch,
     load_generator_state,
     strip_wrapper_prefixes,
 )
+from scenimefy.stages.checkpoint import TRANSLATOR_SNAPSHOT_FILE, save_torch_atomic, unwrap
 
 SNAPSHOT_FORMAT = "scenimefy.translator.generator"
 SNAPSHOT_VERSION = 1
@@ -65,9 +65,7 @@ def _check_plain_data(value: Any, where: str = "config") -> None:
     )
 
 
-def save_translator_snapshot(
-    path: str | os.PathLike, generator: torch.nn.Module, config: Mapping[str, Any]
-) -> str:
+def save_translator_snapshot(path: str | os.PathLike, generator: torch.nn.Module, config: Mapping[str, Any]) -> str:
     """Write the inference snapshot `translate`, `demo` and pair generation load; atomic.
 
     `{"format", "version", "arch": {"ngf", "n_blocks"}, "generator": state_dict, "config"}`,
@@ -99,7 +97,7 @@ def _snapshot_arch(obj: dict, file: str) -> tuple[dict[str, int], Any]:
     if fmt != SNAPSHOT_FORMAT:
         raise ValueError(
             f"{file}: a {fmt!r} file, not a translator snapshot ({SNAPSHOT_FORMAT!r}); "
-            f"pass a checkpoint directory or its {SNAPSHOT_FILE}"
+            f"pass a checkpoint directory or its {TRANSLATOR_SNAPSHOT_FILE}"
         )
     version = obj.get("version")
     if version != SNAPSHOT_VERSION:
@@ -125,9 +123,9 @@ def load_translator(path: str | os.PathLike, device: str | torch.device = "cpu")
     """
     path = os.fspath(path)
     if os.path.isdir(path):
-        file = os.path.join(path, SNAPSHOT_FILE)
+        file = os.path.join(path, TRANSLATOR_SNAPSHOT_FILE)
         if not os.path.isfile(file):
-            raise ValueError(f"{path}: not a translator checkpoint directory ({SNAPSHOT_FILE} is missing)")
+            raise ValueError(f"{path}: not a translator checkpoint directory ({TRANSLATOR_SNAPSHOT_FILE} is missing)")
     elif os.path.isfile(path):
         file = path
     else:
@@ -249,9 +247,7 @@ def _instance_norm_statistics(
             y = y * module.weight[None, :, None, None] + module.bias[None, :, None, None]
         return y
 
-    handles = [
-        m.register_forward_hook(hook) for m in generator.modules() if isinstance(m, torch.nn.InstanceNorm2d)
-    ]
+    handles = [m.register_forward_hook(hook) for m in generator.modules() if isinstance(m, torch.nn.InstanceNorm2d)]
     try:
         yield stats
     finally:
@@ -290,9 +286,9 @@ def translate_tiled(
         small = image
         if scale < 1.0:
             size = (max(MIN_SIDE, round(h * scale)), max(MIN_SIDE, round(w * scale)))
-            small = F.interpolate(
-                image[None].float(), size=size, mode="bicubic", antialias=True, align_corners=False
-            )[0].clamp(-1, 1)
+            small = F.interpolate(image[None].float(), size=size, mode="bicubic", antialias=True, align_corners=False)[
+                0
+            ].clamp(-1, 1)
         with _instance_norm_statistics(generator, stats, record=True):
             translate_batch(generator, [small])
 
@@ -319,9 +315,7 @@ def translate_tiled(
 
 def _check_tiling(tile: int, tile_overlap: int) -> None:
     if tile < 0 or (tile > 0 and (tile % SIZE_MULTIPLE or tile < 2 * MIN_SIDE)):
-        raise ValueError(
-            f"tile={tile}: expected 0 (no tiling) or a multiple of {SIZE_MULTIPLE} >= {2 * MIN_SIDE}"
-        )
+        raise ValueError(f"tile={tile}: expected 0 (no tiling) or a multiple of {SIZE_MULTIPLE} >= {2 * MIN_SIDE}")
     if tile > 0 and not 0 <= tile_overlap < tile:
         raise ValueError(f"tile_overlap={tile_overlap}: expected 0 <= tile_overlap < tile ({tile})")
 
@@ -434,9 +428,7 @@ def _plan(inputs: Sequence[str | os.PathLike], out_dir: str) -> tuple[list[_Job]
                 for name in sorted(filenames):
                     path = os.path.join(dirpath, name)
                     if not name.startswith(".") and path not in image_set:
-                        skipped.append(
-                            (path, f"unsupported file type (expected one of {' '.join(IMAGE_EXTENSIONS)})")
-                        )
+                        skipped.append((path, f"unsupported file type (expected one of {' '.join(IMAGE_EXTENSIONS)})"))
         elif os.path.isfile(item):
             stem = os.path.splitext(os.path.basename(item))[0]
             candidates.append((item, os.path.join(out_dir, stem + ".png")))
@@ -556,7 +548,9 @@ def translate_paths(
             # large images in tiles, one at a time
             if tile > 0 and (h > tile or w > tile):
                 tiles_per_pass = plan.batch_for(tile, tile, batch_size)
-                write(job, translate_tiled(generator, x, tile=tile, tile_overlap=tile_overlap, batch_size=tiles_per_pass))
+                write(
+                    job, translate_tiled(generator, x, tile=tile, tile_overlap=tile_overlap, batch_size=tiles_per_pass)
+                )
                 continue
             key = padded_size(h, w)
             fitted_tile = plan.tile_for(*key, overlap=tile_overlap) if tile == 0 else 0

@@ -15,10 +15,11 @@ from typing import Any
 import torch
 
 from scenimefy import __version__
-from scenimefy.images import atomic_path
+from scenimefy.data.images import atomic_path
 
 STATE_FILE = "state.pt"
-SNAPSHOT_FILE = "generator.pt"
+TRANSLATOR_SNAPSHOT_FILE = "generator.pt"  # translator inference snapshot (what translate loads)
+STYLEGAN_SNAPSHOT_FILE = "stylegan.pt"  # rosinality-format StyleGAN2 export (what stages 1 and 2 load)
 CONFIG_FILE = "config.yaml"
 
 

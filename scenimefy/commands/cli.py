@@ -14,7 +14,9 @@ from scenimefy.config import Config, ConfigError, dump_yaml, load_config
 
 def _add_config_args(p: argparse.ArgumentParser, default_preset: str | None = None) -> None:
     p.add_argument("--config", default=default_preset, help="preset name (paper, rtx3090, tiny) or a YAML file")
-    p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides, e.g. translator.lambda_src=0.1")
+    p.add_argument(
+        "overrides", nargs="*", metavar="section.key=value", help="config overrides, e.g. translator.lambda_src=0.1"
+    )
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
 
 
@@ -79,7 +81,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 def cmd_weights_download(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    from scenimefy.priors import download_weights
+    from scenimefy.priors.loading import download_weights
 
     for path in download_weights(cfg.priors, args.to):
         print(path)
@@ -94,7 +96,7 @@ def cmd_weights_download(args: argparse.Namespace) -> int:
 def cmd_translate(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     tr = cfg.translate
-    from scenimefy.inference import load_translator, resolve_device, translate_paths
+    from scenimefy.inference.translate import load_translator, resolve_device, translate_paths
 
     device = resolve_device(args.device or tr.device)
     generator = load_translator(args.checkpoint, device)
@@ -121,7 +123,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from scenimefy.demo import run_demo
+    from scenimefy.demo.run import run_demo
 
     run_demo(out_dir=args.out, overrides=args.overrides, workers=args.workers)
     return 0
@@ -161,8 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=0)
     p.add_argument("--max-side", type=int, default=None, help="downscale so the longer side is at most this")
     p.add_argument("--tile", type=int, default=None, help="translate in overlapping tiles of this size")
-    p.add_argument("--memory-budget-gib", type=float, default=None,
-                   help="memory one pass may use; larger images are tiled (default: 70%% of the free memory)")
+    p.add_argument(
+        "--memory-budget-gib",
+        type=float,
+        default=None,
+        help="memory one pass may use; larger images are tiled (default: 70%% of the free memory)",
+    )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
     p.add_argument("--config", default=None, help=argparse.SUPPRESS)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="translate.key=value")
@@ -180,7 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
     from scenimefy.commands.pipeline import add_pipeline_commands
     from scenimefy.commands.tune import add_tune_commands
 
-    for add in (add_pairs_commands, add_pipeline_commands, add_evaluate_commands, add_tune_commands, add_cluster_commands):
+    for add in (
+        add_pairs_commands,
+        add_pipeline_commands,
+        add_evaluate_commands,
+        add_tune_commands,
+        add_cluster_commands,
+    ):
         add(sub)
     return parser
 

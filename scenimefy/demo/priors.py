@@ -1,4 +1,4 @@
-"""Tiny random instances of the real prior classes, written in the layouts `scenimefy.priors` reads.
+"""Tiny random instances of the real prior classes, written in the layouts `scenimefy.priors.loading` reads.
 
 `scenimefy demo` and the tests need every prior (stage-1 CLIP and LPIPS losses, stage-2
 Mask2Former selection, FID) on a machine with no downloads. These builders make the same

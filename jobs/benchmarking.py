@@ -18,7 +18,6 @@ from typing import Iterable
 
 import torch
 
-
 # "cpu": this process's CPU seconds, which other jobs on a shared machine do not inflate (use it
 # with one thread: with N threads it sums them); "wall": elapsed time, what a user waits.
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
@@ -103,7 +102,9 @@ class PeakMemory:
         return {"peak_mem_mib": round(self.steady, 1), "peak_mem_mib_incl_warmup": round(self.with_warmup, 1)}
 
 
-def timed(fn, device: torch.device, steps: int, warmup: int, clock: str = "wall", peak: PeakMemory | None = None) -> list[float]:
+def timed(
+    fn, device: torch.device, steps: int, warmup: int, clock: str = "wall", peak: PeakMemory | None = None
+) -> list[float]:
     """Seconds of each of ``steps`` calls ``fn(i)`` after ``warmup`` untimed ones.
 
     The minimum is the better estimate on a machine shared with other jobs; with

@@ -167,8 +167,7 @@ def image_grid(
     if col_labels is not None and len(col_labels) != n_cols:
         raise ValueError(f"image_grid: {len(col_labels)} column labels for {n_cols} columns")
 
-    col_w = [max((r[j].shape[1] for r in cells if j < len(r) and r[j] is not None), default=0)
-             for j in range(n_cols)]
+    col_w = [max((r[j].shape[1] for r in cells if j < len(r) and r[j] is not None), default=0) for j in range(n_cols)]
     row_h = [max((a.shape[0] for a in r if a is not None), default=0) for r in cells]
 
     # Label margins, measured with the font that will draw them.

@@ -1,8 +1,8 @@
 """`scenimefy demo`: the whole pipeline (stages 0 -> 3) on a fresh machine, with no data and no GPU.
 
-Draws procedural photo and anime scenes (`scenimefy.data.demo_scenes`), writes tiny random
-priors (`scenimefy.demo_priors`: CLIP and LPIPS for fine-tuning, Mask2Former for selection),
-then runs `scenimefy.pipeline` on them with the `tiny` preset on CPU workers: a 32 px StyleGAN2
+Draws procedural photo and anime scenes (`scenimefy.demo.scenes`), writes tiny random
+priors (`scenimefy.demo.priors`: CLIP and LPIPS for fine-tuning, Mask2Former for selection),
+then runs `scenimefy.distributed.pipeline` on them with the `tiny` preset on CPU workers: a 32 px StyleGAN2
 pretrained on the photos (G_s), fine-tuned on the anime scenes (G_t), pseudo pairs generated
 and selected, and the translator trained on photos, anime and the selected pairs. It then
 translates the held-out photos and writes `before_after.png`. A rerun skips finished stages.
@@ -33,11 +33,13 @@ import numpy as np
 
 from scenimefy.config import PriorsConfig, load_config
 from scenimefy.data.decode import list_image_files, load_image
-from scenimefy.data.demo_scenes import write_demo_dataset
-from scenimefy.images import atomic_path, image_grid, save_image_atomic
+from scenimefy.data.images import atomic_path, image_grid, save_image_atomic
+from scenimefy.demo.scenes import write_demo_dataset
 
 DEMO_SIZE = 64  # demo images and the translator's resolution
-DEMO_DATA = dict(n_photos=160, n_anime=160, n_pairs=0, n_test=8, size=DEMO_SIZE, seed=0)  # no procedural pairs: stage 2 makes them
+DEMO_DATA = dict(
+    n_photos=160, n_anime=160, n_pairs=0, n_test=8, size=DEMO_SIZE, seed=0
+)  # no procedural pairs: stage 2 makes them
 DEMO_OVERRIDES = (
     "run.name=procedural",  # not "demo": the stage-3-only demo of earlier versions used it, and a run name resumes
     # Stage 0: 200 steps at global batch 4 (the tiny preset's G_ema tracks G: 0.02 kimg half-life).
@@ -46,8 +48,8 @@ DEMO_OVERRIDES = (
     "pretrain.checkpoint_every_kimg=0.8",
     # Stage 1: 80 iterations.
     "finetune.iterations=80",
-    "finetune.sample_every=40",
-    "finetune.checkpoint_every=80",
+    "finetune.sample_every_steps=40",
+    "finetune.checkpoint_every_steps=80",
     # Stage 2: one pseudo pair per photo. The random Mask2Former scores every pair at about
     # ln(150) ~ 5.006 +- 0.001 and labels almost every image with one class, so the paper's rule
     # (L_BCE < 5.0 and >= 2 classes) keeps none (measured: 0 of 128). Keep them all.
@@ -67,7 +69,7 @@ def write_demo_priors(directory: Path) -> PriorsConfig:
     record = directory / PRIORS_RECORD
     if record.is_file():
         return PriorsConfig(**json.loads(record.read_text()))
-    from scenimefy.demo_priors import tiny_priors_config
+    from scenimefy.demo.priors import tiny_priors_config
 
     priors = tiny_priors_config(directory)
     with atomic_path(record) as tmp:  # written last: the priors are complete
@@ -76,8 +78,8 @@ def write_demo_priors(directory: Path) -> PriorsConfig:
 
 
 def run_demo(*, out_dir: str, overrides: list[str] | tuple[str, ...] = (), workers: int = 2) -> dict[str, str]:
-    from scenimefy.inference import load_translator, translate_paths
-    from scenimefy.pipeline import G_S, G_T, PAIRS_DIR, records_dir_of, run_pipeline
+    from scenimefy.distributed.pipeline import G_S, G_T, PAIRS_DIR, records_dir_of, run_pipeline
+    from scenimefy.inference.translate import load_translator, translate_paths
 
     out = Path(out_dir).absolute()
     started = time.perf_counter()
@@ -106,7 +108,17 @@ def run_demo(*, out_dir: str, overrides: list[str] | tuple[str, ...] = (), worke
     # Translate the held-out photos and show before/after.
     generator = load_translator(outcome.generator, "cpu")
     translated = out / "translated"
-    report = translate_paths(generator, [data["test"]], str(translated), batch_size=8, max_side=0, tile=0, tile_overlap=0, device="cpu", progress=False)
+    report = translate_paths(
+        generator,
+        [data["test"]],
+        str(translated),
+        batch_size=8,
+        max_side=0,
+        tile=0,
+        tile_overlap=0,
+        device="cpu",
+        progress=False,
+    )
     before = [np.asarray(load_image(p)) for p in list_image_files(data["test"])]
     after = [np.asarray(load_image(p)) for p in sorted(report.written)]
     grid = image_grid([before, after], row_labels=["photo", "anime"])
@@ -128,7 +140,11 @@ def run_demo(*, out_dir: str, overrides: list[str] | tuple[str, ...] = (), worke
     }
     print(f"[demo] finished in {time.perf_counter() - started:.0f} s; stages:", flush=True)
     for result in outcome.stages:
-        print(f"  {result.stage}: " + (f"ran in {result.seconds:.0f} s" if result.action == "ran" else "skipped (finished earlier)"), flush=True)
+        print(
+            f"  {result.stage}: "
+            + (f"ran in {result.seconds:.0f} s" if result.action == "ran" else "skipped (finished earlier)"),
+            flush=True,
+        )
     print("[demo] wrote:", flush=True)
     for key, value in written.items():
         print(f"  {key}: {value}", flush=True)

@@ -14,7 +14,7 @@ paper's tables (4.24-4.76) stay comparable; `pixel_agreement` is the readable me
 beside it.
 
 Plain PyTorch: nothing here imports transformers at import time (the model is built by
-`scenimefy.priors.load_mask2former`), and there is no Ray or MLflow.
+`scenimefy.priors.loading.load_mask2former`), and there is no Ray or MLflow.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from scenimefy.config import PriorsConfig
-from scenimefy.priors import load_mask2former
+from scenimefy.priors.loading import load_mask2former
 
 if TYPE_CHECKING:
     from transformers import Mask2FormerForUniversalSegmentation
@@ -112,8 +112,7 @@ def colorize_labels(labels: np.ndarray | Tensor) -> np.ndarray:
         raise ValueError(f"colorize_labels expects integer class ids, got dtype {labels.dtype}: pass label_map(scores)")
     if labels.size and (labels.min() < 0 or labels.max() >= NUM_ADE20K_CLASSES):
         raise ValueError(
-            f"colorize_labels: class ids must lie in [0, {NUM_ADE20K_CLASSES}), got "
-            f"[{labels.min()}, {labels.max()}]"
+            f"colorize_labels: class ids must lie in [0, {NUM_ADE20K_CLASSES}), got [{labels.min()}, {labels.max()}]"
         )
     return ADE20K_PALETTE[labels]
 

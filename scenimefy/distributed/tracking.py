@@ -54,7 +54,11 @@ def find_or_create_run(
 
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(experiment, artifact_location=artifact_location_for(tracking_uri))
+    exp_id = (
+        exp.experiment_id
+        if exp
+        else client.create_experiment(experiment, artifact_location=artifact_location_for(tracking_uri))
+    )
     found = client.search_runs([exp_id], filter_string=f"tags.`{RUN_NAME_TAG}` = '{run_name}'", max_results=1)
     if found:
         return found[0].info.run_id
@@ -116,8 +120,9 @@ class MlflowTracker(NullTracker):
         self.client, self.run_id = MlflowClient(tracking_uri), run_id
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        from mlflow.entities import Metric
         import time
+
+        from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step) for k, v in metrics.items() if np.isfinite(v)]

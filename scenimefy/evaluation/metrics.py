@@ -4,7 +4,7 @@
 (translated test photos) batch by batch, then `compute()` returns FID and KID. The metrics
 themselves are torchmetrics' `FrechetInceptionDistance` and `KernelInceptionDistance`; the
 network is the FID Inception-v3 (the TF-ported `pt_inception-2015-12-05` weights, resolved
-offline by `scenimefy.priors.load_inception`), run as torch-fidelity runs it: uint8 input,
+offline by `scenimefy.priors.loading.load_inception`), run as torch-fidelity runs it: uint8 input,
 TF1-compatible bilinear resize to 299 (no antialiasing), 2048-d pool3 features.
 
 Each image goes through the network once: features are stored here (KID needs all of them
@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from scenimefy.config import PriorsConfig
 from scenimefy.data.decode import ImageDecodeError, list_image_files, load_image, resize_square
-from scenimefy.priors import load_inception
+from scenimefy.priors.loading import load_inception
 
 KID_MAX_SUBSET_SIZE = 1000  # the usual KID subset size (Binkowski et al.; torchmetrics' default)
 KID_SUBSETS = 100  # subsets averaged for kid_mean / kid_std (torchmetrics' default)
@@ -46,7 +46,7 @@ def as_uint8_images(images: Tensor | np.ndarray) -> Tensor:
     """One batch of images as a uint8 (B, 3, H, W) tensor, on the input's device.
 
     Accepted: torch tensors (B, 3, H, W) and numpy arrays (B, H, W, 3) (the layout of
-    `scenimefy.images`); uint8, any integer dtype with values in 0..255, or floats in
+    `scenimefy.data.images`); uint8, any integer dtype with values in 0..255, or floats in
     [-1, 1], which are clamped and mapped by round((v + 1) * 127.5) (rounded, not
     truncated). Floats in [0, 1] cannot be told apart from [-1, 1] data: convert them first.
     """
@@ -76,8 +76,7 @@ def as_uint8_images(images: Tensor | np.ndarray) -> Tensor:
         lo, hi = float(t.min()), float(t.max())
         if lo < -1.0 - FLOAT_RANGE_TOLERANCE or hi > 1.0 + FLOAT_RANGE_TOLERANCE:
             raise ValueError(
-                f"float images must be in [-1, 1], got values in [{lo:.3g}, {hi:.3g}]; pass uint8 "
-                "for 0..255 data"
+                f"float images must be in [-1, 1], got values in [{lo:.3g}, {hi:.3g}]; pass uint8 for 0..255 data"
             )
         v = t.float().clamp(-1.0, 1.0)
         return torch.round((v + 1.0) * 127.5).to(torch.uint8).contiguous()
@@ -216,9 +215,7 @@ class DistributionMetrics:
         num_real, num_fake = self.num_real, self.num_fake
         for name, n in (("real (reference)", num_real), ("generated", num_fake)):
             if n < 2:
-                raise ValueError(
-                    f"FID needs at least 2 {name} images (it estimates a covariance), got {n}"
-                )
+                raise ValueError(f"FID needs at least 2 {name} images (it estimates a covariance), got {n}")
         real = torch.cat(self._features[True])  # (N_real, D)
         fake = torch.cat(self._features[False])  # (N_fake, D)
 

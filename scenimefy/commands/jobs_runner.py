@@ -85,13 +85,13 @@ def _evaluate(cfg: Config, args: argparse.Namespace) -> Any:
 
 
 def _pipeline(cfg: Config, args: argparse.Namespace) -> Any:
-    from scenimefy.pipeline import parse_stage_list, run_pipeline
+    from scenimefy.distributed.pipeline import parse_stage_list, run_pipeline
 
     return run_pipeline(cfg, rerun=parse_stage_list(args.rerun))
 
 
 def _demo(cfg: Config | None, args: argparse.Namespace) -> Any:
-    from scenimefy.demo import run_demo
+    from scenimefy.demo.run import run_demo
 
     return run_demo(out_dir=str(Path(args.out).absolute()), overrides=args.overrides, workers=args.workers)
 
@@ -109,7 +109,9 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 
 
 def _pipeline_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--rerun", default="", metavar="S1,S2", help="run these finished stages' drivers again (they resume)")
+    p.add_argument(
+        "--rerun", default="", metavar="S1,S2", help="run these finished stages' drivers again (they resume)"
+    )
 
 
 def _demo_args(p: argparse.ArgumentParser) -> None:
@@ -147,14 +149,39 @@ class Workload:
 
 
 WORKLOADS: dict[str, Workload] = {
-    "pretrain": Workload("stage 0: StyleGAN2 on scene photos (G_s)", "scenimefy.distributed.stylegan", _pretrain, _workers_gpus),
-    "finetune": Workload("stage 1: G_t fine-tuned on anime scenes", "scenimefy.distributed.stylegan", _finetune, _workers_gpus),
-    "pairs": Workload("stage 2: pseudo-pair generation and selection", "scenimefy.distributed.pairs", _pairs, _pairs_gpus),
-    "train": Workload("stage 3: the photo->anime translator on Ray Train", "scenimefy.distributed.translator", _train, _workers_gpus),
-    "tune": Workload("Ray Tune sweep of translator trainings", "scenimefy.distributed.tune", _tune, _workers_gpus, _tune_args),
-    "evaluate": Workload("FID/KID and L_BCE of a generator", "scenimefy.distributed.evaluate", _evaluate, _no_gpus, _evaluate_args),
-    "pipeline": Workload("stages 0-3 in one driver, finished stages skipped", "scenimefy.pipeline", _pipeline, _pipeline_gpus, _pipeline_args),
-    "demo": Workload("the pipeline on procedural demo data (CPU, tiny preset)", "scenimefy.demo", _demo, _no_gpus, _demo_args, False),
+    "pretrain": Workload(
+        "stage 0: StyleGAN2 on scene photos (G_s)", "scenimefy.distributed.stylegan", _pretrain, _workers_gpus
+    ),
+    "finetune": Workload(
+        "stage 1: G_t fine-tuned on anime scenes", "scenimefy.distributed.stylegan", _finetune, _workers_gpus
+    ),
+    "pairs": Workload(
+        "stage 2: pseudo-pair generation and selection", "scenimefy.distributed.pairs", _pairs, _pairs_gpus
+    ),
+    "train": Workload(
+        "stage 3: the photo->anime translator on Ray Train", "scenimefy.distributed.translator", _train, _workers_gpus
+    ),
+    "tune": Workload(
+        "Ray Tune sweep of translator trainings", "scenimefy.distributed.tune", _tune, _workers_gpus, _tune_args
+    ),
+    "evaluate": Workload(
+        "FID/KID and L_BCE of a generator", "scenimefy.distributed.evaluate", _evaluate, _no_gpus, _evaluate_args
+    ),
+    "pipeline": Workload(
+        "stages 0-3 in one driver, finished stages skipped",
+        "scenimefy.distributed.pipeline",
+        _pipeline,
+        _pipeline_gpus,
+        _pipeline_args,
+    ),
+    "demo": Workload(
+        "the pipeline on procedural demo data (CPU, tiny preset)",
+        "scenimefy.demo.run",
+        _demo,
+        _no_gpus,
+        _demo_args,
+        False,
+    ),
 }
 
 
@@ -198,7 +225,9 @@ def build_parser(name: str) -> argparse.ArgumentParser:
     w = workload(name)
     p = _JobParser(prog=f"jobs/{name}.py", description=w.help)
     if w.uses_config:
-        p.add_argument("--config", default="paper", help="preset name (paper, rtx3090, tiny) or a YAML file in the working dir")
+        p.add_argument(
+            "--config", default="paper", help="preset name (paper, rtx3090, tiny) or a YAML file in the working dir"
+        )
     if w.add_args is not None:
         w.add_args(p)
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
@@ -219,7 +248,11 @@ def resolve_config(name: str, args: argparse.Namespace, base_dir: str | Path | N
             load_config("tiny", args.overrides)  # the demo's overrides go onto the tiny preset
         return None
     config = args.config
-    if base_dir is not None and (config.endswith((".yaml", ".yml")) or "/" in config) and not Path(config).is_absolute():
+    if (
+        base_dir is not None
+        and (config.endswith((".yaml", ".yml")) or "/" in config)
+        and not Path(config).is_absolute()
+    ):
         config = str(Path(base_dir) / config)
     overrides = list(args.overrides) + ([f"tune.space={args.space}"] if getattr(args, "space", "") else [])
     return load_config(config, overrides)
@@ -229,14 +262,20 @@ def resolve_config(name: str, args: argparse.Namespace, base_dir: str | Path | N
 # The GPU check
 
 
-def check_gpus(name: str, cfg: Config, cluster_gpus: float, *, allow_autoscale: bool, where: str = "the Ray cluster") -> None:
+def check_gpus(
+    name: str, cfg: Config, cluster_gpus: float, *, allow_autoscale: bool, where: str = "the Ray cluster"
+) -> None:
     """Raise NotEnoughGpus when a GPU run cannot be scheduled on the GPUs the cluster has now."""
     if cfg is None or not cfg.run.use_gpu or allow_autoscale:
         return
     w = workload(name)
     need = w.gpus_needed(cfg)
     if cluster_gpus + 1e-9 < need:
-        key, value = ("pairs.gpus_per_actor", cfg.pairs.gpus_per_actor) if w.gpus_needed is _pairs_gpus else ("run.num_workers", cfg.run.num_workers)
+        key, value = (
+            ("pairs.gpus_per_actor", cfg.pairs.gpus_per_actor)
+            if w.gpus_needed is _pairs_gpus
+            else ("run.num_workers", cfg.run.num_workers)
+        )
         raise NotEnoughGpus(
             f"{name} with run.use_gpu=true needs {need:g} GPU(s) ({key}={value}) but {where} has {cluster_gpus:g}; "
             f"it would wait forever for resources. Use a GPU cluster, set run.use_gpu=false (CPU), lower {key}, "
@@ -278,7 +317,9 @@ def run_job(name: str, argv: list[str]) -> dict:
     if args.dry_run:
         if cfg is not None:
             print(dump_yaml(cfg), end="")
-            print(f"# workload: {name}\n# world size: {cfg.run.num_workers}\n# GPUs needed: {w.gpus_needed(cfg) if cfg.run.use_gpu else 0:g}")
+            print(
+                f"# workload: {name}\n# world size: {cfg.run.num_workers}\n# GPUs needed: {w.gpus_needed(cfg) if cfg.run.use_gpu else 0:g}"
+            )
         else:
             print(f"# workload: {name}\n# out: {Path(args.out).absolute()}\n# workers: {args.workers}")
         return {"workload": name, "dry_run": True}

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scenimefy.images import atomic_path, save_image_atomic
+from scenimefy.data.images import atomic_path, save_image_atomic
 
 Colour = tuple[float, float, float]
 
@@ -124,8 +124,7 @@ def sample_scene(rng: np.random.Generator) -> SceneParams:
         base = [(0.36, 0.42, 0.48), (0.28, 0.36, 0.24), (0.40, 0.36, 0.31)][
             0 if far > 0.9 and n_ridges > 1 else int(rng.integers(1, 3))
         ]
-        ridges.append(Ridge(height, float(rng.uniform(0.35, 0.7)), _jitter(rng, base, 0.08),
-                            int(rng.integers(2**31))))
+        ridges.append(Ridge(height, float(rng.uniform(0.35, 0.7)), _jitter(rng, base, 0.08), int(rng.integers(2**31))))
 
     foreground = "water" if rng.random() < 0.45 else "grass"
     ground = _jitter(rng, [(0.32, 0.44, 0.19), (0.42, 0.46, 0.22), (0.26, 0.38, 0.17)][int(rng.integers(3))])
@@ -154,14 +153,34 @@ def sample_scene(rng: np.random.Generator) -> SceneParams:
     n_clouds = int(rng.choice(6, p=(0.15, 0.2, 0.25, 0.2, 0.12, 0.08)))
     for _ in range(n_clouds):
         w = float(rng.uniform(0.15, 0.42))
-        clouds.append(Cloud(float(rng.uniform(-0.05, 1.05)), float(rng.uniform(0.06, horizon - 0.08)),
-                            w, float(w * rng.uniform(0.25, 0.45)), int(rng.integers(2**31))))
+        clouds.append(
+            Cloud(
+                float(rng.uniform(-0.05, 1.05)),
+                float(rng.uniform(0.06, horizon - 0.08)),
+                w,
+                float(w * rng.uniform(0.25, 0.45)),
+                int(rng.integers(2**31)),
+            )
+        )
 
     return SceneParams(
-        horizon=horizon, time_of_day=time_of_day, sky_top=top, sky_horizon=hor, light=light,
-        sun_x=sun_x, sun_y=sun_y, sun_radius=sun_radius, sun_visible=sun_visible,
-        ridges=tuple(ridges), foreground=foreground, ground_colour=ground, water_colour=water,
-        shore=shore, hill=hill, trees=tuple(trees), clouds=tuple(clouds),
+        horizon=horizon,
+        time_of_day=time_of_day,
+        sky_top=top,
+        sky_horizon=hor,
+        light=light,
+        sun_x=sun_x,
+        sun_y=sun_y,
+        sun_radius=sun_radius,
+        sun_visible=sun_visible,
+        ridges=tuple(ridges),
+        foreground=foreground,
+        ground_colour=ground,
+        water_colour=water,
+        shore=shore,
+        hill=hill,
+        trees=tuple(trees),
+        clouds=tuple(clouds),
         seed=int(rng.integers(2**31)),
     )
 
@@ -181,8 +200,7 @@ def _lattice_coords(coords: np.ndarray, freq: float, n: int) -> tuple[np.ndarray
     return i, _smooth(pos - i)
 
 
-def _value_noise(rng: np.random.Generator, xs: np.ndarray, ys: np.ndarray, fx: float,
-                 fy: float) -> np.ndarray:
+def _value_noise(rng: np.random.Generator, xs: np.ndarray, ys: np.ndarray, fx: float, fy: float) -> np.ndarray:
     """Smooth value noise in [0, 1] at xs (1, W) x ys (H, 1), fx x fy lattice cells.
 
     The interpolation is separable: interpolate lattice rows along y first (H, nx), then
@@ -196,8 +214,15 @@ def _value_noise(rng: np.random.Generator, xs: np.ndarray, ys: np.ndarray, fx: f
     return rows[:, ix] * (1 - tx) + rows[:, ix + 1] * tx  # (H, W)
 
 
-def _fbm(rng: np.random.Generator, xs: np.ndarray, ys: np.ndarray, freq: float, octaves: int = 4,
-         persistence: float = 0.5, aspect: float = 1.0) -> np.ndarray:
+def _fbm(
+    rng: np.random.Generator,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    freq: float,
+    octaves: int = 4,
+    persistence: float = 0.5,
+    aspect: float = 1.0,
+) -> np.ndarray:
     """Fractal noise, roughly zero-mean in [-1, 1]; aspect > 1 stretches features along x."""
     total, amp, norm = 0.0, 1.0, 0.0
     nyquist = max(xs.size, ys.size) / 2  # finer octaves would only alias
@@ -311,8 +336,9 @@ def _layout(p: SceneParams, size: int) -> _Layout:
         smooth_top = _blur(top[None, :, None], max(1.0, size / 48))[0, :, 0]
         slope = np.gradient(smooth_top) * size  # d(top)/dx in image fractions
         depth = np.clip(ys - top[None, :], 0, None)
-        shift = (_fbm(np.random.default_rng(r.seed + 1), xs, ys, 4.0, 2) * 0.03
-                 + depth * 0.5 * np.sign(xs - 0.5)).astype(np.float32)
+        shift = (
+            _fbm(np.random.default_rng(r.seed + 1), xs, ys, 4.0, 2) * 0.03 + depth * 0.5 * np.sign(xs - 0.5)
+        ).astype(np.float32)
         idx = np.clip(np.rint((xs + shift) * size - 0.5), 0, size - 1).astype(np.int64)
         face = np.tanh(-3.0 * slope[idx] * sun_side)  # climbing towards the sun: lit
         ridge_shade = np.where(inside, face, ridge_shade)
@@ -369,8 +395,7 @@ def _mix(a, b, t):
     return a * (1 - t) + b * t
 
 
-def _vivid(c, sat: float = 1.6, val: float = 1.15, hue_to: float | None = None,
-           hue_amount: float = 0.0) -> np.ndarray:
+def _vivid(c, sat: float = 1.6, val: float = 1.15, hue_to: float | None = None, hue_amount: float = 0.0) -> np.ndarray:
     """A muted colour made anime-vivid: more saturation and brightness, optional hue pull."""
     h, s, v = colorsys.rgb_to_hsv(*[float(x) for x in c])
     if hue_to is not None:
@@ -548,8 +573,12 @@ def render_anime(p: SceneParams, size: int) -> np.ndarray:
     # Clouds: bright cumulus, white tops, a flat blue-violet shadow band underneath.
     m = lab == CLOUD
     if m.any():
-        warm = {"day": (1.0, 1.0, 1.0), "golden": (1.0, 0.92, 0.78), "dusk": (1.0, 0.72, 0.62),
-                "night": (0.55, 0.6, 0.78)}[p.time_of_day]
+        warm = {
+            "day": (1.0, 1.0, 1.0),
+            "golden": (1.0, 0.92, 0.78),
+            "dusk": (1.0, 0.72, 0.62),
+            "night": (0.55, 0.6, 0.78),
+        }[p.time_of_day]
         lit = _c(warm)
         shadow = _mix(lit * 0.78, _c((0.45, 0.5, 0.85)), 0.35)
         edge = _fbm(_rng(p, 103), xs, ys, 20.0, 2) * 0.25
@@ -623,7 +652,7 @@ def render_anime(p: SceneParams, size: int) -> np.ndarray:
     edge[1:, :] |= lab[1:, :] != lab[:-1, :]
     if size >= 192:  # keep outlines visible at large sizes
         edge = _thicken(edge)
-    skyish = (lab <= CLOUD)
+    skyish = lab <= CLOUD
     strength = np.where(skyish, 0.82, 0.35)[..., None]
     img = np.where(edge[..., None], img * strength + _c((0.02, 0.02, 0.08)) * (1 - strength), img)
     return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
@@ -658,8 +687,9 @@ def _write_set(seed: int, group: str, n: int, size: int, targets: list[tuple[str
                 os.remove(os.path.join(folder, name))
 
 
-def write_demo_dataset(root: str, *, n_photos: int, n_anime: int, n_pairs: int, n_test: int,
-                       size: int, seed: int) -> dict[str, str]:
+def write_demo_dataset(
+    root: str, *, n_photos: int, n_anime: int, n_pairs: int, n_test: int, size: int, seed: int
+) -> dict[str, str]:
     """Write a procedural photo / anime / pseudo-pair / test set under `root`; return its folders.
 
     Layout: `photos/` (photo renderer), `anime/` (anime renderer, independent scenes),
@@ -683,8 +713,15 @@ def write_demo_dataset(root: str, *, n_photos: int, n_anime: int, n_pairs: int, 
         "pairs_b": os.path.join(root, "pairs", "trainB"),
         "test": os.path.join(root, "test"),
     }
-    spec = dict(n_photos=n_photos, n_anime=n_anime, n_pairs=n_pairs, n_test=n_test, size=size,
-                seed=seed, version=DEMO_DATA_VERSION)
+    spec = dict(
+        n_photos=n_photos,
+        n_anime=n_anime,
+        n_pairs=n_pairs,
+        n_test=n_test,
+        size=size,
+        seed=seed,
+        version=DEMO_DATA_VERSION,
+    )
     marker = os.path.join(root, _MARKER)
     counts = {"photos": n_photos, "anime": n_anime, "pairs_a": n_pairs, "pairs_b": n_pairs, "test": n_test}
     if os.path.exists(marker):
@@ -694,16 +731,14 @@ def write_demo_dataset(root: str, *, n_photos: int, n_anime: int, n_pairs: int, 
         except (OSError, ValueError):
             done = False
         if done and all(
-            all(os.path.exists(os.path.join(paths[k], f"{i:06d}.png")) for i in range(n))
-            for k, n in counts.items()
+            all(os.path.exists(os.path.join(paths[k], f"{i:06d}.png")) for i in range(n)) for k, n in counts.items()
         ):
             return paths
         os.remove(marker)
 
     _write_set(seed, "photos", n_photos, size, [(paths["photos"], render_photo)])
     _write_set(seed, "anime", n_anime, size, [(paths["anime"], render_anime)])
-    _write_set(seed, "pairs", n_pairs, size,
-               [(paths["pairs_a"], render_photo), (paths["pairs_b"], render_anime)])
+    _write_set(seed, "pairs", n_pairs, size, [(paths["pairs_a"], render_photo), (paths["pairs_b"], render_anime)])
     _write_set(seed, "test", n_test, size, [(paths["test"], render_photo)])
     with atomic_path(marker) as tmp, open(tmp, "w") as f:  # written last: the set is complete
         json.dump({"spec": spec}, f, indent=1)

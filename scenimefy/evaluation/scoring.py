@@ -1,7 +1,7 @@
 """Scoring a translator with the paper's metrics (SPEC.md "Metrics"), outside the Ray layer.
 
 - FID and KID between translated held-out photos and the anime set (`DistributionMetrics`,
-  torchmetrics on the FID Inception-v3 resolved offline by `scenimefy.priors`);
+  torchmetrics on the FID Inception-v3 resolved offline by `scenimefy.priors.loading`);
 - the semantic consistency L_BCE between each photo and its translation (`SemanticScorer`,
   Mask2Former; paper Table 4 reports its mean);
 - the tuning objective FID + evaluate.bce_weight * L_BCE.
@@ -29,8 +29,8 @@ from torch import Tensor, nn
 
 from scenimefy.config import Config, EvaluateConfig, PriorsConfig
 from scenimefy.data.decode import ImageDecodeError, list_image_files, load_image, resize_square
-from scenimefy.evaluation import DistributionMetrics, check_matched_counts, image_batches
-from scenimefy.images import from_uint8
+from scenimefy.data.images import from_uint8
+from scenimefy.evaluation.metrics import DistributionMetrics, check_matched_counts, image_batches
 
 # Metrics a tuning run may optimise (all lower-is-better); "kid" is KID's mean over subsets.
 TUNABLE_METRICS = ("objective", "fid", "kid", "l_bce")
@@ -60,7 +60,9 @@ def held_out_photos(ev: EvaluateConfig) -> list[str]:
     except FileNotFoundError:
         raise ValueError(f"evaluate.photos={ev.photos!r} does not exist") from None
     if not files:
-        raise ValueError(f"evaluate.photos={ev.photos!r} holds no images (searched recursively); point it at the test photos")
+        raise ValueError(
+            f"evaluate.photos={ev.photos!r} holds no images (searched recursively); point it at the test photos"
+        )
     if ev.max_images < 0:
         raise ValueError(f"evaluate.max_images={ev.max_images}: expected >= 0 (0 = all photos)")
     return files[: ev.max_images] if ev.max_images else files
@@ -191,7 +193,7 @@ class EpochEvaluator:
             if self._metrics.num_real < 2:
                 raise ValueError(f"fewer than 2 readable anime reference images among {len(self.anime_paths)}")
         if ev.semantic and self._scorer is None:
-            from scenimefy.segmentation import SemanticScorer
+            from scenimefy.priors.segmentation import SemanticScorer
 
             self._scorer = SemanticScorer.from_priors(self.priors, device, precision=self.segmenter_precision)
         elif ev.semantic:

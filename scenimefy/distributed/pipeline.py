@@ -49,7 +49,11 @@ PRODUCES = {PRETRAIN: G_S, FINETUNE: G_T, PAIRS: PAIRS_DIR, TRAIN: GENERATOR}
 CONSUMES = {PRETRAIN: {}, FINETUNE: {G_S: "finetune.source_checkpoint"},
             PAIRS: {G_S: "pairs.source_checkpoint", G_T: "pairs.target_checkpoint"},
             TRAIN: {PAIRS_DIR: "data.pairs"}}  # fmt: skip
-GIVEN_BY = {G_S: ("finetune.source_checkpoint", "pairs.source_checkpoint"), G_T: ("pairs.target_checkpoint",), PAIRS_DIR: ("data.pairs",)}
+GIVEN_BY = {
+    G_S: ("finetune.source_checkpoint", "pairs.source_checkpoint"),
+    G_T: ("pairs.target_checkpoint",),
+    PAIRS_DIR: ("data.pairs",),
+}
 
 # The settings a stage's outputs depend on (flat keys, or section prefixes ending in "."). The
 # other run.* keys (workers, GPUs, MLflow) say how and where a stage runs, not what it makes.
@@ -65,7 +69,7 @@ STAGE_SETTINGS = {
 EXECUTION_KEYS = frozenset(
     {
         "pretrain.log_every_kimg", "pretrain.sample_every_kimg", "pretrain.checkpoint_every_kimg", "pretrain.keep_checkpoints",
-        "finetune.log_every", "finetune.sample_every", "finetune.checkpoint_every", "finetune.keep_checkpoints",
+        "finetune.log_every_steps", "finetune.sample_every_steps", "finetune.checkpoint_every_steps", "finetune.keep_checkpoints",
         "pairs.batch_size", "pairs.generator_actors", "pairs.segmenter_actors", "pairs.gpus_per_actor", "pairs.chunk_size",
         "translator.log_every_steps", "translator.sample_every_steps", "translator.checkpoint_every_steps",
         "translator.keep_checkpoints", "translator.compile",
@@ -79,9 +83,9 @@ EXECUTION_KEYS = frozenset(
 
 def artifact_path(cfg: Config, artifact: str) -> Path:
     """Where this run's stage leaves an artifact."""
+    from scenimefy.distributed.cluster import run_dir_of
     from scenimefy.distributed.pairs import pairs_dir_of
     from scenimefy.distributed.stylegan import snapshot_path_of
-    from scenimefy.distributed.cluster import run_dir_of
 
     if artifact == G_S:
         return snapshot_path_of(cfg, PRETRAIN)
@@ -165,7 +169,9 @@ def given_artifacts(cfg: Config) -> dict[str, str]:
         values = {k: flat[k] for k in keys if flat[k]}
         if len(set(values.values())) > 1:
             detail = " and ".join(f"{k}={v}" for k, v in values.items())
-            raise ConfigError(f"{detail} name different files, but G_s is one generator for stages 1 and 2: set only one of them")
+            raise ConfigError(
+                f"{detail} name different files, but G_s is one generator for stages 1 and 2: set only one of them"
+            )
         if values:
             given[artifact] = next(iter(values.values()))
     return given
@@ -176,7 +182,9 @@ def selected_stages(cfg: Config, given: dict[str, str]) -> list[str]:
     if cfg.pipeline.stages:
         unknown = [s for s in cfg.pipeline.stages if s not in STAGES]
         if unknown:
-            raise ConfigError(f"pipeline.stages: unknown stage(s) {', '.join(unknown)}; valid stages: {', '.join(STAGES)}")
+            raise ConfigError(
+                f"pipeline.stages: unknown stage(s) {', '.join(unknown)}; valid stages: {', '.join(STAGES)}"
+            )
         chosen = [s for s in STAGES if s in cfg.pipeline.stages]
         for stage in chosen:
             if PRODUCES[stage] in given:
@@ -233,7 +241,8 @@ def stage_settings(cfg: Config | dict, stage: str) -> dict[str, Any]:
     picked = {
         k: v
         for k, v in flat.items()
-        if k not in EXECUTION_KEYS and any(k == p or (p.endswith(".") and k.startswith(p)) for p in STAGE_SETTINGS[stage])
+        if k not in EXECUTION_KEYS
+        and any(k == p or (p.endswith(".") and k.startswith(p)) for p in STAGE_SETTINGS[stage])
     }
     return yaml.safe_load(yaml.safe_dump(picked))
 
@@ -255,7 +264,7 @@ def digest(path: str | os.PathLike) -> str:
 
 def write_record(plan: StagePlan, *, seconds: float, facts: dict[str, Any]) -> Path:
     """Atomically write `<run dir>/pipeline/<stage>.yaml` for a finished stage."""
-    from scenimefy.images import atomic_path
+    from scenimefy.data.images import atomic_path
 
     record = {
         "stage": plan.stage,
@@ -315,7 +324,9 @@ def stage_status(plan: StagePlan, *, rerun: bool, check_inputs: bool = True) -> 
     if rerun:
         return StageStatus("run", "--rerun: its driver runs again and resumes from its last checkpoint")
     if record is None:
-        return StageStatus("run", "no completion record (first run, or interrupted: its driver resumes from its last checkpoint)")
+        return StageStatus(
+            "run", "no completion record (first run, or interrupted: its driver resumes from its last checkpoint)"
+        )
     diff = settings_diff(plan, record) + (inputs_diff(plan, record) if check_inputs else [])
     if diff:
         raise ValueError(
@@ -325,7 +336,9 @@ def stage_status(plan: StagePlan, *, rerun: bool, check_inputs: bool = True) -> 
         )
     missing = [f"{name} {path}" for name, path in plan.outputs.items() if not os.path.exists(path)]
     if missing:
-        return StageStatus("run", f"finished earlier but outputs are missing ({', '.join(missing)}): its driver runs again")
+        return StageStatus(
+            "run", f"finished earlier but outputs are missing ({', '.join(missing)}): its driver runs again"
+        )
     return StageStatus("skip", f"finished earlier with the same settings (record {where})")
 
 
@@ -348,7 +361,13 @@ def _driver(stage: str) -> Callable[..., Any]:
 
 def _facts(outcome: Any) -> dict[str, Any]:
     """The scalar fields of a driver's outcome (paths, steps, counts, MLflow run id) for the record."""
-    items = (dataclasses.asdict(outcome) if dataclasses.is_dataclass(outcome) else outcome if isinstance(outcome, dict) else {}).items()
+    items = (
+        dataclasses.asdict(outcome)
+        if dataclasses.is_dataclass(outcome)
+        else outcome
+        if isinstance(outcome, dict)
+        else {}
+    ).items()
     return {k: v for k, v in items if isinstance(v, (str, int, float, bool)) or v is None}
 
 
@@ -364,7 +383,7 @@ def preflight_stage(plan: StagePlan) -> None:
         list_images(stylegan.anime_of(cfg), what="anime")
         stylegan.check_priors(cfg)
     elif plan.stage == PAIRS:
-        from scenimefy.priors import resolve_mask2former
+        from scenimefy.priors.loading import resolve_mask2former
 
         pairs.validate_pairs_config(cfg)
         resolve_mask2former(cfg.priors)
@@ -378,7 +397,11 @@ def _cpus_needed(plans: Sequence[StagePlan]) -> float:
     needs = [1.0]
     for p in plans:
         r = p.cfg.run
-        needs.append(p.cfg.pairs.generator_actors + p.cfg.pairs.segmenter_actors + 1 if p.stage == PAIRS else r.num_workers * r.cpus_per_worker + 1)
+        needs.append(
+            p.cfg.pairs.generator_actors + p.cfg.pairs.segmenter_actors + 1
+            if p.stage == PAIRS
+            else r.num_workers * r.cpus_per_worker + 1
+        )
     return max(needs)
 
 
@@ -410,13 +433,15 @@ def _print(line: str) -> None:
 def run_pipeline(cfg: Config, *, rerun: Sequence[str] = (), log: Callable[[str], None] = _print) -> PipelineOutcome:
     """Run the planned stages in order, skipping finished ones; one MLflow parent run."""
     from scenimefy.distributed.cluster import run_dir_of
-    from scenimefy.tracking import MlflowTracker, find_or_create_run, resolve_tracking_uri
+    from scenimefy.distributed.tracking import MlflowTracker, find_or_create_run, resolve_tracking_uri
 
     plan = plan_pipeline(cfg)
     planned = [p.stage for p in plan.stages]
     unknown = [s for s in rerun if s not in planned]
     if unknown:
-        raise ConfigError(f"--rerun {','.join(unknown)}: not a stage of this pipeline run (stages: {', '.join(planned) or 'none'})")
+        raise ConfigError(
+            f"--rerun {','.join(unknown)}: not a stage of this pipeline run (stages: {', '.join(planned) or 'none'})"
+        )
 
     # Decide before anything runs: a changed finished stage fails now, not after hours of stage 0.
     statuses = {p.stage: stage_status(p, rerun=p.stage in rerun, check_inputs=False) for p in plan.stages}
@@ -446,7 +471,9 @@ def run_pipeline(cfg: Config, *, rerun: Sequence[str] = (), log: Callable[[str],
             else:
                 log(f"[pipeline] {p.stage}: running, {status.why}")
                 # A local Ray sized for every stage to run (a no-op once started, or on a cluster).
-                cluster.init_ray(num_cpus_needed=_cpus_needed([q for q in plan.stages if statuses[q.stage].action == "run"]))
+                cluster.init_ray(
+                    num_cpus_needed=_cpus_needed([q for q in plan.stages if statuses[q.stage].action == "run"])
+                )
                 began = time.perf_counter()
                 outcome = _driver(p.stage)(p.cfg, parent_run_id=parent_id)
                 seconds = time.perf_counter() - began

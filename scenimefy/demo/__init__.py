@@ -1,0 +1,1 @@
+"""Demo-only code: procedural scenes, tiny random priors, and `scenimefy demo` itself."""

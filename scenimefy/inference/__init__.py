@@ -1,0 +1,1 @@
+"""Inference: the one translation path behind `scenimefy translate` and everything built on it."""

@@ -1,0 +1,2 @@
+"""Pretrained priors: resolving and loading CLIP, LPIPS, Mask2Former and the FID Inception
+(`loading`), and Mask2Former's semantic scores behind pair selection (`segmentation`)."""
