@@ -3,7 +3,7 @@
 Three ways over the *same* models in one run:
 
   serial   the authors' loop: one seed at a time, G_s + G_t at batch 1, then Mask2Former on
-           that pair (docs/deviations.md, "Batched pair generation");
+           that pair (docs/deviations.md, "Batched generation and segmentation");
   batched  `PairGenerator` + `PairScorer` in-process at --batch (what one Ray actor does);
   ray      the Ray Data plan of `scenimefy pairs` (generator pool -> Mask2Former pool, no PNG
            writing) for each --ray-pools size; pairs/s overall and per actor (optional: needs
