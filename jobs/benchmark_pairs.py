@@ -3,7 +3,7 @@
 Three ways over the *same* models in one run:
 
   serial   the authors' loop: one seed at a time, G_s + G_t at batch 1, then Mask2Former on
-           that pair (REFERENCE.md 3.1);
+           that pair (docs/deviations.md, "Batched generation and segmentation");
   batched  `PairGenerator` + `PairScorer` in-process at --batch (what one Ray actor does);
   ray      the Ray Data plan of `scenimefy pairs` (generator pool -> Mask2Former pool, no PNG
            writing) for each --ray-pools size; pairs/s overall and per actor (optional: needs
@@ -73,10 +73,11 @@ def mask2former_config(kind: str):
             out_features=out,
         )
         return Mask2FormerConfig(
-            backbone_config=backbone, feature_size=32, mask_feature_size=32, hidden_dim=32, encoder_feedforward_dim=32,
-            encoder_layers=1, decoder_layers=2, num_attention_heads=2, dim_feedforward=32, num_queries=4, num_labels=150,
+            backbone_config=backbone, feature_size=32, mask_feature_size=32, hidden_dim=32,
+            encoder_feedforward_dim=32, encoder_layers=1, decoder_layers=2, num_attention_heads=2,
+            dim_feedforward=32, num_queries=4, num_labels=150,
         )  # fmt: skip
-    # maskformer2_swin_base_384_bs16_160k_res640 (REFERENCE.md 3.2): Swin-B, window 12, 384 pre-training;
+    # maskformer2_swin_base_384_bs16_160k_res640 (docs/method.md, "Stage 2"): Swin-B, window 12, 384 pre-training;
     # Mask2FormerConfig's defaults are that model's decoder (100 queries, 6 encoder / 10 decoder layers, 256 wide).
     backbone = SwinConfig(
         image_size=384,
@@ -206,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         "--mask2former", default="tiny", choices=["tiny", "swin-base"], help="random Mask2Former of this size"
     )
     ap.add_argument("--random-mask2former", dest="mask2former", choices=["tiny", "swin-base"],
-                    help="same as --mask2former: a randomly initialised Mask2Former from a transformers config (no download)")  # fmt: skip
+                    help="same as --mask2former: a randomly initialised Mask2Former from a transformers config "
+                         "(no download)")  # fmt: skip
     ap.add_argument("--n", type=int, default=64, help="pairs per measurement")
     ap.add_argument("--serial-n", type=int, default=0, help="pairs for the serial loop (default: --n)")
     ap.add_argument("--batch", type=int, default=16)
@@ -269,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     ratios = [b["pairs_per_s"] / s_["pairs_per_s"] for s_, b in zip(runs["serial"], runs["batched"])]
     emit({"mode": "serial", "batch": 1, "n": len(serial_seeds), "repeats": args.repeats, **serial})
     emit({"mode": "batched", "batch": args.batch, "n": args.n, "repeats": args.repeats, **batched,
-          "speedup_vs_serial": batched["pairs_per_s"] / serial["pairs_per_s"], "speedup_per_repeat": ratios})  # fmt: skip
+          "speedup_vs_serial": batched["pairs_per_s"] / serial["pairs_per_s"],
+          "speedup_per_repeat": ratios})  # fmt: skip
 
     if not args.no_ray and args.ray_pools:
         import importlib.util
@@ -283,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
                     r = bench_ray(args, files, pool, args.n)
                     emit({"mode": "ray", "batch": args.batch, "n": args.n, **r,
                           "steady_speedup_vs_serial": r["pairs_per_s_steady"] / serial["pairs_per_s"],
-                          "per_actor_speedup_vs_serial": r["pairs_per_s_per_actor_pair"] / serial["pairs_per_s"]})  # fmt: skip
+                          "per_actor_speedup_vs_serial":
+                              r["pairs_per_s_per_actor_pair"] / serial["pairs_per_s"]})  # fmt: skip
     append_json_lines(args.json_out, results)
     return 0
 

@@ -3,8 +3,8 @@
 Runs the real `translator_step` (D_U, D_P, then G + F + F_s with every loss) on random
 images with the paper's networks, no Ray in the way. `--layout authors` (or `both`) also
 times `authors_layout_step`: the same networks and losses called the way the authors' code
-calls them (REFERENCE.md 4.9: a separate forward for x^p, each discriminator called once
-for real and once for fake, and every encoder pass re-run for the losses, SPEC.md defect 4),
+calls them (a separate forward for x^p, each discriminator called once for real and once
+for fake, and every encoder pass re-run for the losses; docs/deviations.md, "Encoder features"),
 so the speed-up over their layout is measured on the same machine in the same run. Example:
 
     python jobs/benchmark_translator.py --size 256 --batch 1 --device cpu --steps 3 --layout both
@@ -88,7 +88,7 @@ def authors_layout_step(
     generator: torch.Generator,
     autocast: bool = False,
 ) -> None:
-    """The baseline: one step in the authors' call pattern (`semi_cut_model.py`, REFERENCE.md 4.9).
+    """The baseline: one step in the authors' call pattern (`semi_cut_model.py`, docs/deviations.md).
 
     Same networks, losses and updates as `translator_step`, so the difference in time is the
     layout alone: G([x; y]) and G(x^p) as two forwards; D_U and D_P called separately on fake
@@ -283,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
         "--profile",
         default="",
         metavar="DIR",
-        help="after timing, profile one more step of each configuration: kernel table to DIR, time per kind of kernel in the JSON line",
+        help="after timing, profile one more step of each configuration: kernel table to DIR, "
+        "time per kind of kernel in the JSON line",
     )
     p.add_argument("--json-out", default="")
     args = p.parse_args(argv)

@@ -1,1 +1,4 @@
-"""Demo-only code: procedural scenes, tiny random priors, and `scenimefy demo` itself."""
+"""Demo-only code: procedural scenes, tiny random priors, and `scenimefy demo` itself.
+
+`run.py` is the demo's front door: it calls the pipeline driver of the Ray layer, importing it
+only when the demo runs, so importing this package loads neither Ray nor MLflow."""

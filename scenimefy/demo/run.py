@@ -7,19 +7,18 @@ pretrained on the photos (G_s), fine-tuned on the anime scenes (G_t), pseudo pai
 and selected, and the translator trained on photos, anime and the selected pairs. It then
 translates the held-out photos and writes `before_after.png`. A rerun skips finished stages.
 
-Why the settings in DEMO_OVERRIDES (measured on the 2-core CPU machine, see each comment):
+Why the settings in DEMO_OVERRIDES (each also has its comment):
 - A StyleGAN2 trained from scratch for a minute draws coloured blobs, not scenes, so the pseudo
   pairs carry a colour change (G_s: the photos' muted palette, G_t: the anime palette, sky blue
   over green) on a roughly shared layout, not content. 200 pretraining steps and 80 fine-tuning
-  iterations are enough for that palette difference; 300 steps still drew blobs.
+  iterations are enough for that palette difference; a few hundred more steps still draw blobs.
 - The supervised branch of stage 3 then teaches colour but blurs (lambda_sup decays only to
   0.38 over the tiny preset's 4 epochs). With the paper's lambda_hDCE = 0.1 every translation
-  came out as the same blurred anime palette, the layout of the photo lost; with 1.0, the
+  comes out as the same blurred anime palette, the layout of the photo lost; with 1.0, the
   weight CUT gives its PatchNCE content loss, horizons, ridges and lakes roughly keep their place.
-- Batch 2 per worker: batch 1 (same 300 steps) kept less of the layout.
-- Measured on an idle 2-core machine (2026-12-01): stage 0 60 s, stage 1 47 s, stage 2 26 s,
-  stage 3 258 s, 6 min 41 s for the demo (6 min 47 s for the command). Shared with other jobs
-  (load 3-11) it took 19 minutes.
+- Batch 2 per worker: batch 1 for the same number of steps keeps less of the layout.
+- The whole demo takes about 5-7 minutes on 2 idle CPU cores, most of it in stage 3 (README.md,
+  "Quick start").
 """
 
 from __future__ import annotations
@@ -41,7 +40,7 @@ DEMO_DATA = dict(
     n_photos=160, n_anime=160, n_pairs=0, n_test=8, size=DEMO_SIZE, seed=0
 )  # no procedural pairs: stage 2 makes them
 DEMO_OVERRIDES = (
-    "run.name=procedural",  # not "demo": the stage-3-only demo of earlier versions used it, and a run name resumes
+    "run.name=procedural",  # a name of its own: a run name resumes, so it must not collide with other runs
     # Stage 0: 200 steps at global batch 4 (the tiny preset's G_ema tracks G: 0.02 kimg half-life).
     "pretrain.total_kimg=0.8",
     "pretrain.sample_every_kimg=0.4",
@@ -52,7 +51,7 @@ DEMO_OVERRIDES = (
     "finetune.checkpoint_every_steps=80",
     # Stage 2: one pseudo pair per photo. The random Mask2Former scores every pair at about
     # ln(150) ~ 5.006 +- 0.001 and labels almost every image with one class, so the paper's rule
-    # (L_BCE < 5.0 and >= 2 classes) keeps none (measured: 0 of 128). Keep them all.
+    # (L_BCE < 5.0 and >= 2 classes) keeps none of them. Keep them all.
     "pairs.num_candidates=160",
     "pairs.bce_threshold=5.5",
     "pairs.min_classes=1",

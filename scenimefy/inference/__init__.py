@@ -1,1 +1,2 @@
-"""Inference: the one translation path behind `scenimefy translate` and everything built on it."""
+"""Inference: the one translation path behind `scenimefy translate` and everything built on it.
+No Ray and no MLflow here."""

@@ -1,4 +1,7 @@
-"""Loss functions (pure PyTorch): one function per paper equation."""
+"""Loss functions, pure PyTorch: one function per paper equation (docs/method.md lists them).
+
+Weights are applied by the caller, once. No Ray, no MLflow, nothing from the higher layers.
+"""
 
 from scenimefy.losses.adversarial import lsgan_loss
 from scenimefy.losses.contrastive import (

@@ -1,4 +1,4 @@
-"""Adversarial losses of Stage 3 (REFERENCE 4.5).
+"""Adversarial losses of Stage 3: L_GAN(G, D_U) and L_cGAN(G, D_P) (paper Eq. 4, docs/deviations.md).
 
 The paper writes the adversarial terms in the log (vanilla) form; the authors' code and the
 released model train with the least-squares form (CUT's ``--gan_mode lsgan``), which we follow.

@@ -44,7 +44,7 @@ def random_patch_corners(size: int, patch_size: int, count: int, generator: torc
 
 def crop_patches(images: Tensor, corners: Tensor, patch_size: int) -> Tensor:
     """Crop (B, C, H, W) images at ``corners`` (K, 2) -> (B, K, C, s, s), s = ``patch_size``."""
-    crops = [images[:, :, t : t + patch_size, l : l + patch_size] for t, l in corners.tolist()]
+    crops = [images[:, :, top : top + patch_size, left : left + patch_size] for top, left in corners.tolist()]
     return torch.stack(crops, 1)  # (B, K, C, s, s)
 
 

@@ -1,4 +1,4 @@
-"""Patch-wise contrastive losses of Stage 3 (REFERENCE 4.6-4.7).
+"""Patch-wise contrastive losses of Stage 3 (paper Eqs. 5 and 7; docs/method.md, "Stage 3").
 
 Every function takes the embedded patches of one encoder tap as ``(B, P, C)`` tensors,
 already L2-normalised by the projection head; row ``i`` of ``q`` (queries, from the
@@ -50,11 +50,11 @@ def _eye_mask(p: int, device: torch.device) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
-# Supervised branch: StylePatchNCE (REFERENCE 4.7)
+# Supervised branch: StylePatchNCE (paper Eq. 5)
 
 
 def patch_nce_loss(q: Tensor, k: Tensor, *, tau: float) -> Tensor:
-    """PatchNCE for one tap (CUT's ``PatchNCELoss``, the term inside Eq. StylePatchNCE).
+    """PatchNCE for one tap (CUT's ``PatchNCELoss``, the term inside L_StylePatchNCE, paper Eq. 5).
 
     q, k: ``(B, P, C)``. Per image and query i, with logits ``s_ij = q_i·k_j / tau``:
     ``ℓ_i = −log( e^{s_ii} / (e^{s_ii} + Σ_{j≠i} e^{s_ij} + e^{−10/tau}) )`` — the positive
@@ -74,7 +74,7 @@ def patch_nce_loss(q: Tensor, k: Tensor, *, tau: float) -> Tensor:
 
 
 def style_patch_nce(q_layers: Sequence[Tensor], k_layers: Sequence[Tensor], *, tau: float) -> Tensor:
-    """Eq. StylePatchNCE (paper Eq. 7): mean over taps of :func:`patch_nce_loss`.
+    """L_StylePatchNCE (paper Eq. 5): mean over taps of :func:`patch_nce_loss`.
 
     Queries come from ``F_s(G_enc(G(x^p)))``, keys from ``F_s(G_enc(y^p))``, one ``(B, P, C)``
     tensor per tap. λ_style is not applied here (the authors applied it twice; the caller
@@ -86,11 +86,11 @@ def style_patch_nce(q_layers: Sequence[Tensor], k_layers: Sequence[Tensor], *, t
 
 
 # ---------------------------------------------------------------------------------------------
-# Unsupervised branch: SRC and hDCE (REFERENCE 4.6)
+# Unsupervised branch: SRC and hDCE, the content terms of L_unsup (paper Eq. 7)
 
 
 def hard_negative_weights(k: Tensor, *, gamma: float) -> Tensor:
-    """Hard-negative weights of Eq. hDCE, from the keys only (Hneg_SRC ``SRC.py``).
+    """Hard-negative weights of L_hDCE, from the keys only (Hneg_SRC ``SRC.py``).
 
     k: ``(B, P, C)``. Per image, ``A = k kᵀ`` with the diagonal set to −10,
     ``W = softmax_row(A / gamma)``, then ``W ← W / max_row(W)``, so every row has maximum 1
@@ -117,7 +117,7 @@ def _jensen_shannon_log(log_p: Tensor, log_r: Tensor, dim: int) -> Tensor:
 
 
 def src_loss(q: Tensor, k: Tensor) -> Tensor:
-    """Eq. SRC (semantic relation consistency, paper Eq. 5) for one tap.
+    """L_SRC (semantic relation consistency, a term of paper Eq. 7; from Hneg-SRC) for one tap.
 
     q, k: ``(B, P, C)``. Per image, ``A_q = q qᵀ`` and ``A_k = k kᵀ`` (keys detached,
     self-similarities kept); for each patch j the distributions ``p_q(·|j) = softmax_i A_q[i, j]``
@@ -134,7 +134,7 @@ def src_loss(q: Tensor, k: Tensor) -> Tensor:
 
 
 def hdce_loss(q: Tensor, k: Tensor, weights: Tensor, *, tau: float) -> tuple[Tensor, Tensor]:
-    """Eq. hDCE (hard-negative decoupled contrastive loss, paper Eq. 6) for one tap.
+    """L_hDCE (hard-negative decoupled contrastive loss, a term of paper Eq. 7; from Hneg-SRC) for one tap.
 
     q, k: ``(B, P, C)``; weights: ``(B, P, P)`` from :func:`hard_negative_weights` of the keys.
     Per image, ``l⁺_i = q_i·k_i`` and ``n_ij = W_ij (q_i·k_j)`` for j ≠ i;

@@ -1,4 +1,4 @@
-"""StyleGAN2's custom ops in pure PyTorch (REFERENCE 1.4).
+"""StyleGAN2's custom ops in pure PyTorch (docs/deviations.md, "Nothing compiles at import").
 
 rosinality's implementation builds two CUDA extensions at import time (fused bias + leaky
 ReLU, and ``upfirdn2d``). Both are plain compositions of standard ops, written out here so
@@ -59,8 +59,8 @@ def upfirdn2d(
     Gradients: the op is linear in ``x`` and its adjoint is again an ``upfirdn2d`` (up and
     down swapped, kernel flipped, pads adjusted), so the backward pass calls this same op and
     derivatives of any order cost one depthwise convolution each. (Autograd's own double
-    backward of a depthwise convolution is ~100x slower on GPU, which made R1 and the path
-    length penalty crawl.) A ``kernel`` that requires grad takes the plain autograd path.
+    backward of a depthwise convolution is ~100x slower on GPU and would dominate R1 and the
+    path-length penalty.) A ``kernel`` that requires grad takes the plain autograd path.
     """
     if x.ndim != 4:
         raise ValueError(f"upfirdn2d expects (B, C, H, W) input, got shape {tuple(x.shape)}")

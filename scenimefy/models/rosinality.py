@@ -1,4 +1,4 @@
-"""Read and write rosinality/stylegan2-pytorch checkpoints (REFERENCE 1.8).
+"""Read and write rosinality/stylegan2-pytorch checkpoints (docs/method.md, "Stage 0").
 
 The format is a ``torch.save``d dict ``{g, d, g_ema, g_optim, d_optim, args, ada_aug_p}``:
 state dicts of the generator, discriminator and EMA generator, the two Adam states, the

@@ -1,8 +1,8 @@
 """StyleGAN2 generator and ResNet discriminator (Karras et al. 2020), pure PyTorch.
 
 Stage 0 trains this network on real scenes (G_s); Stage 1 fine-tunes a copy on anime (G_t).
-Architecture, initialisation and module names follow rosinality/stylegan2-pytorch (REFERENCE
-1.2, 1.3, 1.8) so that ``state_dict()`` keys and shapes equal those of its checkpoints, which the
+Architecture, initialisation and module names follow rosinality/stylegan2-pytorch (docs/method.md,
+"Stage 0") so that ``state_dict()`` keys and shapes equal those of its checkpoints, which the
 authors' released generators use: weights load 1:1 with ``strict=True``.
 
 Equalised learning rate: every layer stores unscaled weights ~ N(0, 1) (divided by ``lr_mul``)
@@ -670,7 +670,7 @@ class Discriminator(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------
-# Stage 1: which generator blocks fine-tune (REFERENCE 2.2)
+# Stage 1: which generator blocks fine-tune (docs/method.md, "Stage 1")
 
 
 def trainable_block_prefixes(size: int, n_trainable_blocks: int) -> list[str]:

@@ -1,5 +1,5 @@
 """Stage 3 networks: CUT's anti-aliased ResNet generator G, PatchGAN discriminators D_U and
-D_P, and the patch projection heads F / F_s (REFERENCE.md 4.2-4.4).
+D_P, and the patch projection heads F / F_s (docs/method.md, "Stage 3").
 
 Module indices and buffer names reproduce CUT's layout exactly, so the authors' released
 `Shinkai_net_G.pth` loads with `strict=True`. Plain PyTorch: no file paths, no Ray.
@@ -133,7 +133,7 @@ class ResnetBlock(nn.Module):
 class ResnetGenerator(nn.Module):
     """G: CUT's anti-aliased ResNet generator, RGB (B, 3, H, W) in [-1, 1] -> tanh RGB.
 
-    One flat `nn.Sequential` named `model`, indices as in CUT (REFERENCE.md 4.2): the
+    One flat `nn.Sequential` named `model`, indices as in CUT (docs/method.md, "Stage 3"): the
     contrastive losses tap its outputs by index (default taps 0, 4, 8, 12, 16). H and W must
     be multiples of 4 (two stride-2 downsamplings) and at least 8.
     """
@@ -266,7 +266,7 @@ class ResnetGenerator(nn.Module):
 
 
 class PatchGANDiscriminator(nn.Module):
-    """D_U / D_P: CUT's anti-aliased PatchGAN ("basic", instance norm; REFERENCE.md 4.4).
+    """D_U / D_P: CUT's anti-aliased PatchGAN ("basic", instance norm; docs/method.md).
 
     (B, in_channels, H, W) -> (B, 1, H', W') patch scores; 256 px -> 30x30 with n_layers 3.
     D_U sees RGB (3 channels); D_P sees the concatenation (x^p, image), 6 channels.

@@ -1,4 +1,4 @@
-"""Per-epoch schedules of Stage 3, each a pure function of the 1-based epoch (REFERENCE 4.6-4.9)."""
+"""Per-epoch schedules of Stage 3, each a pure function of the 1-based epoch (docs/method.md)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ def _check_total(total_epochs: int) -> None:
 
 
 def lambda_sup_schedule(epoch: int, total_epochs: int) -> float:
-    """λ_sup(t) = cos(π (t − 1) / (2T)) for epoch t = 1..T (paper §3.3, REFERENCE 4.8).
+    """λ_sup(t) = cos(π (t − 1) / (2T)) for epoch t = 1..T (paper §3.3, Eq. 8; docs/deviations.md).
 
     Weighs the supervised branch (cGAN generator term and StylePatchNCE): 1 at the first
     epoch, decaying towards 0 (0.078 at t = T = 20). The authors' code computed
@@ -24,7 +24,7 @@ def lambda_sup_schedule(epoch: int, total_epochs: int) -> float:
 
 
 def hdce_gamma_schedule(epoch: int, total_epochs: int, *, gamma_start: float, gamma_end: float) -> float:
-    """γ(t) = γ_start + (γ_end − γ_start)·t/T, the hDCE hard-negative curriculum (REFERENCE 4.6).
+    """γ(t) = γ_start + (γ_end − γ_start)·t/T, the hDCE hard-negative curriculum (docs/method.md).
 
     t is the 1-based epoch (t = 0 gives γ_start); with T = 20 and 50 → 10: 48 at t = 1,
     30 at t = 10, 10 at t = T (as the authors' ``--use_curriculum``; γ_start itself is never used
