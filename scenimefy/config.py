@@ -185,7 +185,7 @@ class RunConfig:
     mlflow_experiment: str = param("scenimefy", doc="MLflow experiment of the run", affects=EXECUTION)
     torch_threads: int = param(
         0,
-        doc="intra-op threads per worker; 0 = torch's default",
+        doc="intra-op threads per worker (0: torch's default)",
         affects=EXECUTION,
         unit="threads",
         valid=at_least(1, zero="torch's default"),
@@ -334,7 +334,7 @@ class TranslatorConfig:
     )
     sample_every_steps: int = param(
         200,
-        doc="sample grid (x, G(x), x^p, G(x^p), y^p) to MLflow",
+        doc="sample grid (x, G(x), x^p, G(x^p), y^p) to MLflow (0: off)",
         affects=EXECUTION,
         unit="steps",
         valid=at_least(1, zero="off"),
@@ -481,14 +481,18 @@ class PretrainConfig:
     flip: bool = param(True, doc="random horizontal flip of reals", affects=RESULTS)
     precision: str = param("fp32", doc="fp32 | bf16", affects=RESULTS, choices=PRECISIONS)
     log_every_kimg: float = param(
-        1.0, doc="metrics to MLflow", affects=EXECUTION, unit="kimg", valid=above(0, zero="off")
+        1.0, doc="metrics to MLflow (0: off)", affects=EXECUTION, unit="kimg", valid=above(0, zero="off")
     )
     sample_every_kimg: float = param(
-        10.0, doc="fixed-seed sample grid to MLflow", affects=EXECUTION, unit="kimg", valid=above(0, zero="off")
+        10.0,
+        doc="fixed-seed sample grid to MLflow (0: off)",
+        affects=EXECUTION,
+        unit="kimg",
+        valid=above(0, zero="off"),
     )
     checkpoint_every_kimg: float = param(
         50.0,
-        doc="checkpoint interval (plus one at the end)",
+        doc="checkpoint interval, plus one at the end (0: only at the end)",
         affects=EXECUTION,
         unit="kimg",
         valid=above(0, zero="only at the end"),
@@ -553,14 +557,14 @@ class FinetuneConfig:
     flip: bool = param(True, doc="random horizontal flip of the anime images", affects=RESULTS)
     precision: str = param("fp32", doc="fp32 | bf16", affects=RESULTS, choices=PRECISIONS)
     log_every_steps: int = param(
-        10, doc="metrics to MLflow", affects=EXECUTION, unit="steps", valid=at_least(1, zero="off")
+        10, doc="metrics to MLflow (0: off)", affects=EXECUTION, unit="steps", valid=at_least(1, zero="off")
     )
     sample_every_steps: int = param(
-        100, doc="sample pairs to MLflow", affects=EXECUTION, unit="steps", valid=at_least(1, zero="off")
+        100, doc="sample pairs to MLflow (0: off)", affects=EXECUTION, unit="steps", valid=at_least(1, zero="off")
     )
     checkpoint_every_steps: int = param(
         250,
-        doc="checkpoint interval (plus one at the end)",
+        doc="checkpoint interval, plus one at the end (0: only at the end)",
         affects=EXECUTION,
         unit="steps",
         valid=at_least(1, zero="only at the end"),
@@ -718,7 +722,10 @@ class TuneConfig:
     )
     max_concurrent_trials: int = param(
         0,
-        doc="0: as many as the cluster fits; results: ASHA's stop decisions depend on which trials run together",
+        doc=(
+            "0: as many as the cluster's GPUs (CPUs on a CPU cluster) fit; results: ASHA's stop decisions depend "
+            "on which trials run together"
+        ),
         affects=RESULTS,
         unit="trials",
         valid=at_least(1, zero="as many as the cluster's GPUs (CPUs on a CPU cluster) fit"),
