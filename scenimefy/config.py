@@ -18,6 +18,7 @@ Every field is declared through `param`, which marks it with
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import types
 import typing
@@ -797,24 +798,21 @@ class Config:
 # Metadata queries
 
 
-def field_infos() -> dict[str, FieldInfo]:
+@functools.cache
+def field_infos() -> typing.Mapping[str, FieldInfo]:
     """`{"translator.lr": FieldInfo(...), ...}`: every value field of Config, in declaration order."""
-    if not _FIELD_INFOS:
-        for section in dataclasses.fields(Config):
-            cls = section.default_factory  # type: ignore[misc]
-            hints = typing.get_type_hints(cls)
-            for f in dataclasses.fields(cls):
-                m = f.metadata
-                if "affects" not in m:
-                    raise AssertionError(f"{section.name}.{f.name}: declare the field with config.param(...)")
-                key = f"{section.name}.{f.name}"
-                _FIELD_INFOS[key] = FieldInfo(
-                    key, hints[f.name], m["doc"], m["affects"], m["unit"], m["valid"], m["choices"], m.get("symbol", "")
-                )
-    return _FIELD_INFOS
-
-
-_FIELD_INFOS: dict[str, FieldInfo] = {}
+    infos: dict[str, FieldInfo] = {}
+    for section in dataclasses.fields(Config):
+        cls = section.default_factory  # type: ignore[misc]
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            m, key = f.metadata, f"{section.name}.{f.name}"
+            if "affects" not in m:
+                raise AssertionError(f"{key}: declare the field with config.param(...)")
+            infos[key] = FieldInfo(
+                key, hints[f.name], m["doc"], m["affects"], m["unit"], m["valid"], m["choices"], m.get("symbol", "")
+            )
+    return types.MappingProxyType(infos)  # read-only: one shared copy
 
 
 def results_keys(reads: typing.Iterable[str]) -> list[str]:

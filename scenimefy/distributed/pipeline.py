@@ -13,7 +13,8 @@ needed. `pipeline.stages` (or `--stages`) names the stages to run explicitly ins
 Completion records: when a stage finishes, `<output_dir>/<run.name>/pipeline/<stage>.yaml`
 records its outputs, the config it ran with (inputs wired) and a digest of each input. On a
 rerun, a stage whose record exists, whose outputs exist and whose settings and inputs are
-unchanged is skipped. Changed settings are an error naming the keys: start a new `run.name`,
+unchanged is skipped (its settings: the config fields marked `affects="results"` among those it
+reads, STAGE_READS). Changed settings are an error naming the keys: start a new `run.name`,
 or pass `rerun` for that stage to run its driver again on this run. A stage without a record
 (never run, or interrupted) runs its driver, which resumes from its latest checkpoint by run
 name.
