@@ -167,7 +167,10 @@ class RunConfig:
     )
     use_gpu: bool = param(
         False,
-        doc="one GPU per worker, NCCL; False: CPU, gloo (the same computation up to float rounding)",
+        doc=(
+            "one GPU per worker, NCCL; False: CPU, gloo (the same computation up to rounding; stage 2 uses "
+            "pairs.precision on a GPU only)"
+        ),
         affects=EXECUTION,
     )
     cpus_per_worker: float = param(
