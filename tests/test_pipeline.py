@@ -7,6 +7,7 @@ ones do (no Ray); the last test runs the real pipeline on a local Ray at tiny si
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -195,10 +196,86 @@ def test_changed_settings_of_a_finished_stage_name_the_keys(drivers, tmp_path, t
     run_pipeline(_cfg(tmp_path, tracking_uri), log=lambda line: None)
     drivers.calls.clear()
     changed = _cfg(tmp_path, tracking_uri, "pretrain.lr=0.001", "pretrain.total_kimg=0.8")
-    with pytest.raises(ValueError, match=r"stage pretrain of run 'pipe' finished with other settings \(pretrain.lr: 0.002 -> 0.001; "
-                       r"pretrain.total_kimg: 0.4 -> 0.8; record .*pipe/pipeline/pretrain.yaml\). Start over under a new run.name=.*--rerun pretrain"):  # fmt: skip
+    expected = (
+        r"stage pretrain of run 'pipe' finished with other settings \(pretrain.lr: 0.002 -> 0.001; "
+        r"pretrain.total_kimg: 0.4 -> 0.8; record .*pipe/pipeline/pretrain.yaml\). "
+        r"Start over under a new run.name=.*--rerun pretrain"
+    )
+    with pytest.raises(ValueError, match=expected):
         run_pipeline(changed, log=lambda line: None)
     assert drivers.calls == []  # refused before any stage ran
+
+
+def test_execution_only_changes_do_not_refuse_a_finished_stage(drivers, tmp_path, tracking_uri):
+    run_pipeline(_cfg(tmp_path, tracking_uri), log=lambda line: None)
+    drivers.calls.clear()
+    execution_only = [
+        "translator.compile=true", "translator.compile_mode=reduce-overhead", "translator.channels_last=true",
+        "translator.log_every_steps=5", "translator.checkpoint_every_steps=30", "translator.keep_checkpoints=3",
+        "finetune.log_every_steps=0", "finetune.checkpoint_every_steps=0", "pretrain.sample_every_kimg=0",
+        "pairs.chunk_size=7", "pairs.batch_size=3", "pairs.generator_actors=2", "run.cpus_per_worker=2",
+        "run.torch_threads=2", "run.max_failures=0", "data.cache_dir=/elsewhere", "evaluate.every_epochs=1",
+    ]  # fmt: skip
+    outcome = run_pipeline(_cfg(tmp_path, tracking_uri, *execution_only), log=lambda line: None)
+    assert drivers.calls == [] and [r.action for r in outcome.stages] == ["skipped"] * 4
+
+
+@pytest.mark.parametrize(
+    "change, stage, diff",
+    [
+        ("translator.lr=0.001", TRAIN, "translator.lr: 0.0002 -> 0.001"),
+        ("translator.precision=bf16", TRAIN, "translator.precision: 'fp32' -> 'bf16'"),
+        ("data.crop_size=32", TRAIN, "data.crop_size: 64 -> 32"),
+        ("pairs.bce_threshold=4", PAIRS, "pairs.bce_threshold: 5.0 -> 4.0"),
+        ("priors.mask2former=m2f", PAIRS, "priors.mask2former: 'facebook/mask2former-swin-base-ade-semantic' -> 'm2f'"),
+        ("finetune.lambda_patch=0.1", FINETUNE, "finetune.lambda_patch: 0.05 -> 0.1"),
+        ("stylegan.n_mlp=3", PRETRAIN, "stylegan.n_mlp: 2 -> 3"),
+        ("run.num_workers=3", PRETRAIN, "run.num_workers: 2 -> 3"),  # the global batch of stages 0, 1 and 3
+    ],
+)
+def test_a_results_change_refuses_the_finished_stage_that_reads_it(
+    drivers, tmp_path, tracking_uri, change, stage, diff
+):
+    run_pipeline(_cfg(tmp_path, tracking_uri), log=lambda line: None)
+    drivers.calls.clear()
+    with pytest.raises(
+        ValueError, match=rf"stage {stage} of run 'pipe' finished with other settings \({re.escape(diff)};"
+    ):
+        run_pipeline(_cfg(tmp_path, tracking_uri, change), log=lambda line: None)
+    assert drivers.calls == []
+
+
+def test_stage_settings_are_the_results_fields_of_what_the_stage_reads():
+    from scenimefy.config import RESULTS, field_infos
+    from scenimefy.distributed.pipeline import settings_keys
+
+    infos = field_infos()
+    train, pairs = set(settings_keys(TRAIN)), set(settings_keys(PAIRS))
+    assert {"translator.lr", "translator.precision", "run.seed", "run.num_workers", "data.pairs", "data.flip"} <= train
+    execution = {"translator.compile_mode", "translator.channels_last", "translator.compile", "data.cache_dir",
+                 "run.mlflow_tracking_uri", "run.name", "pairs.bce_threshold", "evaluate.every_epochs"}  # fmt: skip
+    assert not execution & train
+    assert {"pairs.bce_threshold", "pairs.source_checkpoint", "priors.mask2former"} <= pairs
+    assert not {"pairs.chunk_size", "pairs.batch_size", "run.seed", "priors.clip_model"} & pairs
+    assert "priors.clip_model" in settings_keys(FINETUNE) and "priors.mask2former" not in settings_keys(FINETUNE)
+    assert "data.photos" in settings_keys(PRETRAIN) and "data.load_size" not in settings_keys(PRETRAIN)
+    for stage in STAGES:
+        assert all(infos[k].affects == RESULTS for k in settings_keys(stage))
+
+
+def test_a_record_written_before_a_key_was_renamed_compares_under_the_new_name(monkeypatch, tmp_path):
+    from scenimefy import config
+    from scenimefy.config import to_dict
+    from scenimefy.distributed.pipeline import StagePlan, settings_diff, stage_settings
+
+    monkeypatch.setitem(config.RENAMED_KEYS, "finetune.learning_rate", "finetune.lr")  # an old name of a results key
+    old = to_dict(load_config("tiny"))
+    old["finetune"]["learning_rate"] = old["finetune"].pop("lr")
+    assert stage_settings(old, FINETUNE)["finetune.lr"] == 0.002
+    plan = StagePlan(FINETUNE, load_config("tiny", ["finetune.lr=0.001"]), {}, {})
+    assert settings_diff(plan, {"config": old}) == ["finetune.lr: 0.002 -> 0.001"]
+    old["finetune"]["log_every"] = old["finetune"].pop("log_every_steps")  # a real rename (an execution key)
+    assert settings_diff(StagePlan(FINETUNE, load_config("tiny"), {}, {}), {"config": old}) == []
 
 
 def test_rerun_of_a_stage_then_later_stages_see_its_new_outputs(drivers, tmp_path, tracking_uri):
@@ -370,8 +447,9 @@ def test_real_pipeline_end_to_end_then_a_rerun_skips_every_stage(tmp_path):
             "priors.offline=true",
             "pairs.num_candidates=8", "pairs.bce_threshold=10", "pairs.min_classes=1", "pairs.mean_latent_samples=64",
             "pairs.generator_group=4", "pairs.batch_size=4",
-            "data.load_size=32", "data.crop_size=32", "translator.ngf=8", "translator.ndf=8", "translator.num_patches=16",
-            "translator.head_dim=16", "translator.steps_per_epoch=2", "translator.max_steps=2", "translator.checkpoint_every_steps=2",
+            "data.load_size=32", "data.crop_size=32", "translator.ngf=8", "translator.ndf=8",
+            "translator.num_patches=16", "translator.head_dim=16", "translator.steps_per_epoch=2",
+            "translator.max_steps=2", "translator.checkpoint_every_steps=2",
         ],
     )  # fmt: skip
     ray.init(

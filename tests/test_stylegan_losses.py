@@ -83,25 +83,37 @@ def test_path_length_penalty_noise_is_scaled_by_image_size():
 
 
 def test_ema_beta_matches_rosinality_at_batch_32():
-    assert ema_beta(32) == pytest.approx(0.5 ** (32 / 10_000))
-    assert ema_beta(32) == pytest.approx(0.9977844, abs=1e-7)
-    assert ema_beta(16) == pytest.approx(0.5 ** (16 / 10_000))
+    assert ema_beta(32, half_life_kimg=10) == pytest.approx(0.5 ** (32 / 10_000))
+    assert ema_beta(32, half_life_kimg=10) == pytest.approx(0.9977844, abs=1e-7)
+    assert ema_beta(16, half_life_kimg=10) == pytest.approx(0.5 ** (16 / 10_000))
     assert ema_beta(8, half_life_kimg=1) == pytest.approx(0.5 ** (8 / 1000))
+
+
+def test_ema_half_life_has_one_default_the_configs():
+    from scenimefy.config import Config
+
+    with pytest.raises(TypeError, match="half_life_kimg"):
+        ema_beta(32)  # no default of its own: the callers pass the config's value
+    cfg = Config()
+    assert cfg.pretrain.ema_half_life_kimg == cfg.finetune.ema_half_life_kimg == 10.0  # rosinality's 10 kimg
+    assert ema_beta(32, half_life_kimg=0) == 0.0  # 0: the EMA copies G
 
 
 def test_ema_beta_half_life_is_independent_of_batch():
     # after 10 kimg the initial weight's share is 1/2, whatever the batch
     for batch in (4, 16, 64):
-        assert ema_beta(batch) ** (10_000 / batch) == pytest.approx(0.5)
+        assert ema_beta(batch, half_life_kimg=10) ** (10_000 / batch) == pytest.approx(0.5)
 
 
 def test_ema_beta_rampup():
     # half-life capped at rampup * images seen: 0.05 * 20000 = 1000 images
-    assert ema_beta(32, rampup=0.05, num_images_seen=20_000) == pytest.approx(0.5 ** (32 / 1000))
-    assert ema_beta(32, rampup=0.05, num_images_seen=10**9) == pytest.approx(ema_beta(32))
-    assert ema_beta(32, rampup=0.05, num_images_seen=0) == 0.0
+    assert ema_beta(32, half_life_kimg=10, rampup=0.05, num_images_seen=20_000) == pytest.approx(0.5 ** (32 / 1000))
+    assert ema_beta(32, half_life_kimg=10, rampup=0.05, num_images_seen=10**9) == pytest.approx(
+        ema_beta(32, half_life_kimg=10)
+    )
+    assert ema_beta(32, half_life_kimg=10, rampup=0.05, num_images_seen=0) == 0.0
     with pytest.raises(ValueError, match="num_images_seen"):
-        ema_beta(32, rampup=0.05)
+        ema_beta(32, half_life_kimg=10, rampup=0.05)
 
 
 def test_accumulate_ema_arithmetic_on_parameters_only():

@@ -13,7 +13,8 @@ needed. `pipeline.stages` (or `--stages`) names the stages to run explicitly ins
 Completion records: when a stage finishes, `<output_dir>/<run.name>/pipeline/<stage>.yaml`
 records its outputs, the config it ran with (inputs wired) and a digest of each input. On a
 rerun, a stage whose record exists, whose outputs exist and whose settings and inputs are
-unchanged is skipped. Changed settings are an error naming the keys: start a new `run.name`,
+unchanged is skipped (its settings: the config fields marked `affects="results"` among those it
+reads, STAGE_READS). Changed settings are an error naming the keys: start a new `run.name`,
 or pass `rerun` for that stage to run its driver again on this run. A stage without a record
 (never run, or interrupted) runs its driver, which resumes from its latest checkpoint by run
 name.
@@ -37,7 +38,7 @@ from typing import Any, Callable, Sequence
 
 import yaml
 
-from scenimefy.config import Config, ConfigError, flatten, set_value, to_dict
+from scenimefy.config import Config, ConfigError, current_key, flatten, results_keys, set_value, to_dict
 
 PRETRAIN, FINETUNE, PAIRS, TRAIN = "pretrain", "finetune", "pairs", "train"
 STAGES = (PRETRAIN, FINETUNE, PAIRS, TRAIN)  # in pipeline order
@@ -55,26 +56,17 @@ GIVEN_BY = {
     PAIRS_DIR: ("data.pairs",),
 }
 
-# The settings a stage's outputs depend on (flat keys, or section prefixes ending in "."). The
-# other run.* keys (workers, GPUs, MLflow) say how and where a stage runs, not what it makes.
-STAGE_SETTINGS = {
-    PRETRAIN: ("run.seed", "stylegan.", "pretrain.", "data.photos"),
-    FINETUNE: ("run.seed", "stylegan.", "finetune.", "data.anime", "priors.clip_model", "priors.clip_pretrained",
+# What each stage reads: whole config sections, or single keys of the sections stages share. A
+# stage's settings are the fields among these that config.py marks `affects="results"` (they
+# change what the stage makes); `execution` fields (intervals, workers' resources, compilation,
+# logging) may change between runs without refusing a finished stage.
+STAGE_READS = {
+    PRETRAIN: ("run", "stylegan", "pretrain", "data.photos"),
+    FINETUNE: ("run", "stylegan", "finetune", "data.anime", "priors.clip_model", "priors.clip_pretrained",
                "priors.lpips_net", "priors.lpips_weights", "priors.vgg16_weights"),
-    PAIRS: ("pairs.", "priors.mask2former"),
-    TRAIN: ("run.seed", "translator.", "data.photos", "data.anime", "data.pairs", "data.load_size", "data.crop_size",
-            "data.flip", "data.pair_flip"),
+    PAIRS: ("pairs", "priors.mask2former"),
+    TRAIN: ("run", "translator", "data"),
 }  # fmt: skip
-# ... minus those that only change how a stage runs or what it logs, never its outputs.
-EXECUTION_KEYS = frozenset(
-    {
-        "pretrain.log_every_kimg", "pretrain.sample_every_kimg", "pretrain.checkpoint_every_kimg", "pretrain.keep_checkpoints",
-        "finetune.log_every_steps", "finetune.sample_every_steps", "finetune.checkpoint_every_steps", "finetune.keep_checkpoints",
-        "pairs.batch_size", "pairs.generator_actors", "pairs.segmenter_actors", "pairs.gpus_per_actor", "pairs.chunk_size",
-        "translator.log_every_steps", "translator.sample_every_steps", "translator.checkpoint_every_steps",
-        "translator.keep_checkpoints", "translator.compile",
-    }
-)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------
@@ -138,7 +130,7 @@ class PipelinePlan:
     earlier: dict[str, str]  # artifact -> this run's output of a stage not selected now (an earlier run)
 
     def describe(self) -> list[str]:
-        """One line per stage of STAGES: planned (run, or skipped if finished) or not, and where each input comes from."""
+        """One line per stage of STAGES: planned (run, or skipped if finished) or not; where its inputs come from."""
         planned = {p.stage: p for p in self.stages}
         lines = []
         for stage in STAGES:
@@ -190,8 +182,8 @@ def selected_stages(cfg: Config, given: dict[str, str]) -> list[str]:
             if PRODUCES[stage] in given:
                 keys = " / ".join(k for k in GIVEN_BY[PRODUCES[stage]] if flatten(cfg)[k])
                 raise ConfigError(
-                    f"pipeline.stages includes {stage}, but its output {PRODUCES[stage]} is given ({keys}={given[PRODUCES[stage]]}): "
-                    f"drop {stage} from the stages or clear {keys}"
+                    f"pipeline.stages includes {stage}, but its output {PRODUCES[stage]} is given "
+                    f"({keys}={given[PRODUCES[stage]]}): drop {stage} from the stages or clear {keys}"
                 )
         return chosen
     needed, chosen = {GENERATOR}, []
@@ -221,8 +213,8 @@ def plan_pipeline(cfg: Config) -> PipelinePlan:
                     if not os.path.exists(path):
                         options = " or ".join(GIVEN_BY[artifact])
                         raise ConfigError(
-                            f"stage {stage} needs {artifact}, which no stage of this run makes ({path} does not exist): "
-                            f"set {options}, or add {producer} to pipeline.stages"
+                            f"stage {stage} needs {artifact}, which no stage of this run makes "
+                            f"({path} does not exist): set {options}, or add {producer} to pipeline.stages"
                         )
                     earlier[artifact] = path
             set_value(stage_cfg, key, path)
@@ -235,15 +227,18 @@ def plan_pipeline(cfg: Config) -> PipelinePlan:
 # Completion records
 
 
+def settings_keys(stage: str) -> list[str]:
+    """The flat config keys the stage's outputs depend on: the results fields of what it reads."""
+    return results_keys(STAGE_READS[stage])
+
+
 def stage_settings(cfg: Config | dict, stage: str) -> dict[str, Any]:
-    """The flat config keys the stage's outputs depend on, as YAML stores them (a Config or its dict)."""
-    flat = flatten(cfg)
-    picked = {
-        k: v
-        for k, v in flat.items()
-        if k not in EXECUTION_KEYS
-        and any(k == p or (p.endswith(".") and k.startswith(p)) for p in STAGE_SETTINGS[stage])
-    }
+    """The stage's settings, as YAML stores them (a Config, or its dict as a record holds it).
+
+    A record's dict may use a key's name from before a rename: it is read under its new name.
+    """
+    flat = {current_key(k): v for k, v in flatten(cfg).items()}
+    picked = {k: flat[k] for k in settings_keys(stage) if k in flat}
     return yaml.safe_load(yaml.safe_dump(picked))
 
 
@@ -330,9 +325,11 @@ def stage_status(plan: StagePlan, *, rerun: bool, check_inputs: bool = True) -> 
     diff = settings_diff(plan, record) + (inputs_diff(plan, record) if check_inputs else [])
     if diff:
         raise ValueError(
-            f"stage {plan.stage} of run {plan.cfg.run.name!r} finished with other settings ({'; '.join(diff)}; record {where}). "
+            f"stage {plan.stage} of run {plan.cfg.run.name!r} finished with other settings "
+            f"({'; '.join(diff)}; record {where}). "
             f"Start over under a new run.name=..., or pass --rerun {plan.stage} to run its driver again on this run "
-            "(it resumes from its last checkpoint: a longer schedule continues, pairs are re-selected at a new threshold)"
+            "(it resumes from its last checkpoint: a longer schedule continues, "
+            "pairs are re-selected at a new threshold)"
         )
     missing = [f"{name} {path}" for name, path in plan.outputs.items() if not os.path.exists(path)]
     if missing:

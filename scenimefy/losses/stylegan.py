@@ -1,4 +1,4 @@
-"""StyleGAN2 losses, regularisers and schedules of Stages 0 and 1 (REFERENCE 1.5-1.6).
+"""StyleGAN2 losses, regularisers and schedules of Stages 0 and 1 (paper Sec. 3.1; StyleGAN2, Karras et al. 2020).
 
 Non-saturating logistic GAN loss, lazy R1 on reals, path-length regularisation, the EMA
 generator's decay and update, and the Adam correction for lazy regularisation. Weights and
@@ -66,7 +66,7 @@ def path_length_penalty(
 def ema_beta(
     batch_size: int,
     *,
-    half_life_kimg: float = 10.0,
+    half_life_kimg: float,
     rampup: float | None = None,
     num_images_seen: int | None = None,
 ) -> float:
@@ -74,6 +74,8 @@ def ema_beta(
 
     The EMA weights halve their memory every ``half_life_kimg`` thousand images, whatever the
     batch: at batch 32 and 10 kimg this is rosinality's ``0.5 ** (32 / 10000) = 0.9977844``.
+    ``half_life_kimg`` has no default here: its one default is the config's
+    ``pretrain.ema_half_life_kimg`` / ``finetune.ema_half_life_kimg``; 0 gives beta 0 (the EMA copies G).
     With ``rampup`` (NVlabs' ``ema_rampup``, e.g. 0.05) the half-life is capped at
     ``rampup * num_images_seen`` images so early averages forget the initialisation faster.
     """
