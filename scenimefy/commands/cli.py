@@ -1,5 +1,7 @@
-"""The `scenimefy` command: one subcommand per workload (the same entry as `python jobs/<name>.py`),
-plus translate, select, weights and the cluster front doors (submit, jobs).
+"""The `scenimefy` command: Scenimefy's workloads, inference and cluster front doors.
+
+One subcommand per workload (the same entry as `python jobs/<name>.py`), plus translate,
+select, weights and the cluster commands (submit, jobs).
 
 Each subcommand lives in its own module of scenimefy/commands/; this one only dispatches. Parsing
 imports no torch, Ray or MLflow, so `--help` answers at once. User errors (bad config keys,
@@ -41,7 +43,7 @@ COMMANDS: dict[str, Command] = {
     "translate": _module(translate),
     "weights": _module(weights, intermixed=False),
     "submit": Command(cluster.SUBMIT_HELP, cluster.__doc__, cluster.add_submit_arguments, intermixed=False),
-    "jobs": Command(cluster.JOBS_HELP, cluster.__doc__, cluster.add_jobs_arguments, intermixed=False),
+    "jobs": Command(cluster.JOBS_HELP, cluster.JOBS_DESCRIPTION, cluster.add_jobs_arguments, intermixed=False),
 }
 
 
@@ -69,7 +71,7 @@ def build_parser(name: str) -> argparse.ArgumentParser:
 
 def _overview() -> argparse.ArgumentParser:
     """`scenimefy --help`: the list of subcommands."""
-    p = OneLineParser(prog="scenimefy", description=__doc__.splitlines()[0].rstrip(",") + " ...")
+    p = OneLineParser(prog="scenimefy", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for name, c in COMMANDS.items():
         sub.add_parser(name, help=c.help, add_help=False)

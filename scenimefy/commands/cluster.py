@@ -355,6 +355,15 @@ def _add_address(p: argparse.ArgumentParser) -> None:
 
 SUBMIT_HELP = "submit a workload to a Ray cluster as a Ray Job, after checking it here"
 JOBS_HELP = "list, read and stop Ray Jobs on a cluster (fast, one-line errors for a wrong address)"
+JOBS_DESCRIPTION = """Ray Jobs on a running cluster, by submission id.
+
+    scenimefy jobs list [--address URL]
+    scenimefy jobs logs ID [--follow] [--address URL]
+    scenimefy jobs stop ID [--wait] [--address URL]
+
+Like `ray job list/logs/stop`, plus: the address is checked first (an unreachable or silent
+dashboard fails within seconds, with a hint), errors are one line, and the list is a table.
+"""
 
 
 def add_submit_arguments(p: argparse.ArgumentParser) -> None:
@@ -373,7 +382,7 @@ def add_submit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--exclude", action="append", default=[], metavar="PATTERN", help="more paths left out of the upload"
     )
-    p.add_argument("--submission-id", default=None, help="job id to use (default: Ray's raysubmit_...)")
+    p.add_argument("--submission-id", default=None, metavar="ID", help="job id to use (default: Ray's raysubmit_...)")
     p.add_argument(
         "--allow-autoscale",
         action="store_true",
@@ -386,25 +395,27 @@ def add_submit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="check and print the job spec without submitting")
     p.add_argument("workload", choices=list(WORKLOADS), help="what to run")
     p.add_argument(
-        "args", nargs=argparse.REMAINDER, help="the workload's arguments: --config PRESET section.key=value ..."
+        "args",
+        nargs=argparse.REMAINDER,
+        help="the workload's arguments (`scenimefy WORKLOAD --help` lists them): --config PRESET key=value ...",
     )
     p.set_defaults(func=cmd_submit)
 
 
 def add_jobs_arguments(p: argparse.ArgumentParser) -> None:
     """`scenimefy jobs list | logs ID [--follow] | stop ID [--wait]`."""
-    jobs_sub = p.add_subparsers(dest="jobs_command", required=True, metavar="{list,logs,stop}")
+    jobs_sub = p.add_subparsers(dest="jobs_command", required=True, title="commands", metavar="{list,logs,stop}")
     q = jobs_sub.add_parser("list", help="jobs on the cluster with their status, oldest first")
     _add_address(q)
     q.set_defaults(func=cmd_jobs_list)
     q = jobs_sub.add_parser("logs", help="a job's logs")
     _add_address(q)
-    q.add_argument("job_id")
+    q.add_argument("job_id", help="submission id, as `scenimefy jobs list` shows it")
     q.add_argument("--follow", action="store_true", help="stream until the job ends")
     q.set_defaults(func=cmd_jobs_logs)
     q = jobs_sub.add_parser("stop", help="stop a running job")
     _add_address(q)
-    q.add_argument("job_id")
+    q.add_argument("job_id", help="submission id, as `scenimefy jobs list` shows it")
     q.add_argument("--wait", action="store_true", help="wait until it has stopped")
     q.set_defaults(func=cmd_jobs_stop)
 

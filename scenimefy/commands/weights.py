@@ -14,7 +14,7 @@ HELP = "pretrained priors (CLIP, LPIPS-VGG, Mask2Former, FID Inception): downloa
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="weights_command", required=True, metavar="download")
+    sub = p.add_subparsers(dest="weights_command", required=True, title="commands", metavar="download")
     d = sub.add_parser(
         "download", help="fetch every prior into DIR", description="Fetch every prior into DIR for air-gapped clusters."
     )
