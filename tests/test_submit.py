@@ -120,6 +120,9 @@ def test_relative_output_dir_is_refused(capsys):
     assert "run.output_dir=runs is relative" in capsys.readouterr().err
     assert cc.main(["submit", "--address", "http://127.0.0.1:9", "demo", "--out", "demo-out"]) == 2
     assert "--out=demo-out is relative" in capsys.readouterr().err
+    evaluate = ["evaluate", "--config", "tiny", "--translations", "t", "run.output_dir=/shared/runs", "--out", "ev"]
+    assert cc.main(["submit", "--address", "http://127.0.0.1:9", *evaluate]) == 2
+    assert "--out=ev is relative" in capsys.readouterr().err
 
 
 def test_unknown_preset_and_unknown_key_are_refused(capsys):

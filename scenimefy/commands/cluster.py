@@ -172,16 +172,19 @@ def parse_env(items: list[str]) -> dict[str, str]:
 
 
 def check_outputs_absolute(workload: str, cfg: Any, parsed: argparse.Namespace) -> None:
-    """A relative output path would land in the job's temporary copy of the working dir and vanish."""
-    if cfg is not None:
-        where, value = "run.output_dir", cfg.run.output_dir
-    else:
-        where, value = "--out", parsed.out
-    if "://" not in value and not Path(value).is_absolute():
-        raise ClusterError(
-            f"{workload}: {where}={value} is relative; in a job it would land in the job's temporary working dir and "
-            f"be lost. Give an absolute path on storage every node sees (e.g. {where.split('=')[0]}=/shared/runs)"
-        )
+    """A relative output path would land in the job's temporary copy of the working dir and vanish.
+
+    Checked: run.output_dir (workloads with a config) and --out (evaluate, demo).
+    """
+    outputs = [("run.output_dir", cfg.run.output_dir)] if cfg is not None else []
+    if getattr(parsed, "out", None) is not None:
+        outputs.append(("--out", parsed.out))
+    for where, value in outputs:
+        if "://" not in value and not Path(value).is_absolute():
+            raise ClusterError(
+                f"{workload}: {where}={value} is relative; in a job it would land in the job's temporary working dir "
+                f"and be lost. Give an absolute path on storage every node sees (e.g. {where}=/shared/runs)"
+            )
 
 
 def build_job(args: argparse.Namespace) -> dict[str, Any]:
