@@ -1,17 +1,9 @@
-"""Evaluate a generator: FID/KID against the anime set and L_BCE of held-out photos.
-
-    ray job submit --working-dir . -- python jobs/evaluate.py --checkpoint G.pt --out /shared/eval --config PRESET [section.key=value ...]
-    scenimefy submit --address http://HEAD:8265 evaluate --checkpoint G.pt --out /shared/eval --config PRESET [section.key=value ...]
-    python jobs/evaluate.py --checkpoint G.pt --out /shared/eval --config PRESET [section.key=value ...]      # one machine, local Ray
-
-Arguments and checks: `scenimefy.commands.jobs_runner` (see jobs/README.md).
-"""
+"""`python jobs/evaluate.py ARGS` is `scenimefy evaluate ARGS`: the same parser and code (see jobs/README.md)."""
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
 from scenimefy.commands.jobs_runner import main  # noqa: E402
 
 if __name__ == "__main__":

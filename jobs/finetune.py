@@ -1,17 +1,9 @@
-"""Stage 1: fine-tune G_t from G_s on anime scenes on Ray Train.
-
-    ray job submit --working-dir . -- python jobs/finetune.py --config PRESET [section.key=value ...]
-    scenimefy submit --address http://HEAD:8265 finetune --config PRESET [section.key=value ...]
-    python jobs/finetune.py --config PRESET [section.key=value ...]      # one machine, local Ray
-
-Arguments and checks: `scenimefy.commands.jobs_runner` (see jobs/README.md).
-"""
+"""`python jobs/finetune.py ARGS` is `scenimefy finetune ARGS`: the same parser and code (see jobs/README.md)."""
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
 from scenimefy.commands.jobs_runner import main  # noqa: E402
 
 if __name__ == "__main__":

@@ -1,17 +1,9 @@
-"""Stages 0 -> 3 in one driver (scenimefy.distributed.pipeline): finished stages are skipped on a rerun.
-
-    ray job submit --working-dir . -- python jobs/pipeline.py --config PRESET [--rerun STAGES] [section.key=value ...]
-    scenimefy submit --address http://HEAD:8265 pipeline --config PRESET [section.key=value ...]
-    python jobs/pipeline.py --config PRESET [section.key=value ...]      # one machine, local Ray
-
-Arguments and checks: `scenimefy.commands.jobs_runner` (see jobs/README.md).
-"""
+"""`python jobs/pipeline.py ARGS` is `scenimefy pipeline ARGS`: the same parser and code (see jobs/README.md)."""
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
 from scenimefy.commands.jobs_runner import main  # noqa: E402
 
 if __name__ == "__main__":

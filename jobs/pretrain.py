@@ -1,17 +1,9 @@
-"""Stage 0: pretrain StyleGAN2 (G_s) on scene photos on Ray Train.
-
-    ray job submit --working-dir . -- python jobs/pretrain.py --config PRESET [section.key=value ...]
-    scenimefy submit --address http://HEAD:8265 pretrain --config PRESET [section.key=value ...]
-    python jobs/pretrain.py --config PRESET [section.key=value ...]      # one machine, local Ray
-
-Arguments and checks: `scenimefy.commands.jobs_runner` (see jobs/README.md).
-"""
+"""`python jobs/pretrain.py ARGS` is `scenimefy pretrain ARGS`: the same parser and code (see jobs/README.md)."""
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
 from scenimefy.commands.jobs_runner import main  # noqa: E402
 
 if __name__ == "__main__":

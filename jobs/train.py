@@ -1,17 +1,9 @@
-"""Stage 3: train the photo->anime translator on Ray Train.
-
-    ray job submit --working-dir . -- python jobs/train.py --config PRESET [section.key=value ...]
-    scenimefy submit --address http://HEAD:8265 train --config PRESET [section.key=value ...]
-    python jobs/train.py --config PRESET [section.key=value ...]      # one machine, local Ray
-
-Arguments and checks: `scenimefy.commands.jobs_runner` (see jobs/README.md).
-"""
+"""`python jobs/train.py ARGS` is `scenimefy train ARGS`: the same parser and code (see jobs/README.md)."""
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
 from scenimefy.commands.jobs_runner import main  # noqa: E402
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""`scenimefy submit` / `scenimefy jobs` and the job runner: the job spec, bad input, a real head."""
+"""`scenimefy submit` / `scenimefy jobs` and the workload entry: the job spec, bad input, a real head."""
 
 from __future__ import annotations
 
@@ -120,6 +120,9 @@ def test_relative_output_dir_is_refused(capsys):
     assert "run.output_dir=runs is relative" in capsys.readouterr().err
     assert cc.main(["submit", "--address", "http://127.0.0.1:9", "demo", "--out", "demo-out"]) == 2
     assert "--out=demo-out is relative" in capsys.readouterr().err
+    evaluate = ["evaluate", "--config", "tiny", "--translations", "t", "run.output_dir=/shared/runs", "--out", "ev"]
+    assert cc.main(["submit", "--address", "http://127.0.0.1:9", *evaluate]) == 2
+    assert "--out=ev is relative" in capsys.readouterr().err
 
 
 def test_unknown_preset_and_unknown_key_are_refused(capsys):
@@ -216,9 +219,15 @@ def test_gpu_preset_on_a_cluster_without_gpus_is_refused():
 
 
 def test_workload_whose_module_is_missing_names_it(monkeypatch):
-    monkeypatch.setitem(
-        WORKLOADS, "ghost", Workload("not written yet", "scenimefy.distributed.ghost", lambda c, a: None, lambda c: 0)
-    )
+    from types import ModuleType
+
+    from scenimefy.commands.options import add_workload_options
+
+    command = ModuleType("ghost")
+    command.HELP = "not written yet"
+    command.add_arguments = lambda p: add_workload_options(p, "x=1")
+    command.run = lambda cfg, args: None
+    monkeypatch.setitem(WORKLOADS, "ghost", Workload(command, "scenimefy.distributed.ghost", lambda c: 0))
     with pytest.raises(WorkloadUnavailable, match=r"needs scenimefy/distributed/ghost.py.*available now: .*train"):
         check_available("ghost")
     assert job_main("ghost", ["--config", "tiny"]) == 2

@@ -33,7 +33,6 @@ from urllib.parse import urlsplit
 
 from scenimefy.commands.jobs_runner import WORKLOADS, check_available, check_gpus, parse_job_args, resolve_config
 from scenimefy.config import ConfigError
-from scenimefy.distributed.cluster import TRAIN_PRINT_AS_IS
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 CONNECT_TIMEOUT_S = 5.0
@@ -82,8 +81,8 @@ def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
             pass
     except socket.timeout:
         raise ClusterError(
-            f"cannot reach the Ray dashboard at {address}: no answer within {timeout_s:g} s. Is the head up (`ray status` "
-            f"on it), started with --dashboard-host=0.0.0.0, and port {port} open or forwarded "
+            f"cannot reach the Ray dashboard at {address}: no answer within {timeout_s:g} s. Is the head up "
+            f"(`ray status` on it), started with --dashboard-host=0.0.0.0, and port {port} open or forwarded "
             f"(`ray dashboard cluster.yaml`, `kubectl port-forward svc/<cluster>-head-svc 8265`)?"
         ) from None
     except OSError as e:
@@ -173,16 +172,19 @@ def parse_env(items: list[str]) -> dict[str, str]:
 
 
 def check_outputs_absolute(workload: str, cfg: Any, parsed: argparse.Namespace) -> None:
-    """A relative output path would land in the job's temporary copy of the working dir and vanish."""
-    if cfg is not None:
-        where, value = "run.output_dir", cfg.run.output_dir
-    else:
-        where, value = "--out", parsed.out
-    if "://" not in value and not Path(value).is_absolute():
-        raise ClusterError(
-            f"{workload}: {where}={value} is relative; in a job it would land in the job's temporary working dir and be "
-            f"lost. Give an absolute path on storage every node sees (e.g. {where.split('=')[0]}=/shared/runs)"
-        )
+    """A relative output path would land in the job's temporary copy of the working dir and vanish.
+
+    Checked: run.output_dir (workloads with a config) and --out (evaluate, demo).
+    """
+    outputs = [("run.output_dir", cfg.run.output_dir)] if cfg is not None else []
+    if getattr(parsed, "out", None) is not None:
+        outputs.append(("--out", parsed.out))
+    for where, value in outputs:
+        if "://" not in value and not Path(value).is_absolute():
+            raise ClusterError(
+                f"{workload}: {where}={value} is relative; in a job it would land in the job's temporary working dir "
+                f"and be lost. Give an absolute path on storage every node sees (e.g. {where}=/shared/runs)"
+            )
 
 
 def build_job(args: argparse.Namespace) -> dict[str, Any]:
@@ -213,6 +215,8 @@ def build_job(args: argparse.Namespace) -> dict[str, Any]:
     runtime_env: dict[str, Any] = {"working_dir": str(working_dir), "excludes": DEFAULT_EXCLUDES + list(args.exclude)}
     if args.pip:
         runtime_env["pip"] = list(args.pip)
+    from scenimefy.distributed.cluster import TRAIN_PRINT_AS_IS
+
     env = parse_env(args.env)
     env.setdefault(*TRAIN_PRINT_AS_IS)  # the cluster's workers: one copy of each progress line
     if args.allow_autoscale:  # new GPU nodes take minutes to join: let Ray Train wait for them
@@ -346,19 +350,34 @@ def _add_address(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--address",
         default=None,
-        help=f"Ray dashboard URL (default: $RAY_API_SERVER_ADDRESS or $RAY_ADDRESS if http(s)://, else {DEFAULT_ADDRESS})",
+        metavar="URL",
+        help=f"Ray dashboard URL (default: $RAY_API_SERVER_ADDRESS, or $RAY_ADDRESS if it is http(s)://, else "
+        f"{DEFAULT_ADDRESS})",
     )
 
 
-def add_cluster_commands(subparsers: Any) -> None:
-    """Register `submit` and `jobs {list,logs,stop}` on the `scenimefy` CLI's subparsers."""
-    p = subparsers.add_parser(
-        "submit",
-        help="submit a workload to a Ray cluster as a Ray Job",
-        description="Submit `python jobs/<workload>.py ARGS` to a Ray cluster (ARGS: --config PRESET section.key=value ...).",
-    )
+SUBMIT_HELP = "submit a workload to a Ray cluster as a Ray Job, after checking it here"
+JOBS_HELP = "list, read and stop Ray Jobs on a cluster (fast, one-line errors for a wrong address)"
+JOBS_DESCRIPTION = """Ray Jobs on a running cluster, by submission id.
+
+    scenimefy jobs list [--address URL]
+    scenimefy jobs logs ID [--follow] [--address URL]
+    scenimefy jobs stop ID [--wait] [--address URL]
+
+Like `ray job list/logs/stop`, plus: the address is checked first (an unreachable or silent
+dashboard fails within seconds, with a hint), errors are one line, and the list is a table.
+"""
+
+
+def add_submit_arguments(p: argparse.ArgumentParser) -> None:
+    """`scenimefy submit [options] WORKLOAD ARGS`: ARGS are the workload's own (`jobs/<workload>.py --help`)."""
     _add_address(p)
-    p.add_argument("--working-dir", default=None, help="checkout to upload (default: the one this scenimefy runs from)")
+    p.add_argument(
+        "--working-dir",
+        default=None,
+        metavar="DIR",
+        help="checkout to upload (default: the one this scenimefy runs from)",
+    )
     p.add_argument(
         "--pip", action="append", default=[], metavar="REQ", help="pip requirement installed for the job (repeatable)"
     )
@@ -366,43 +385,57 @@ def add_cluster_commands(subparsers: Any) -> None:
     p.add_argument(
         "--exclude", action="append", default=[], metavar="PATTERN", help="more paths left out of the upload"
     )
-    p.add_argument("--submission-id", default=None, help="job id to use (default: Ray's raysubmit_...)")
-    p.add_argument("--allow-autoscale", action="store_true", help="submit a GPU run to a cluster with too few GPUs now")
+    p.add_argument("--submission-id", default=None, metavar="ID", help="job id to use (default: Ray's raysubmit_...)")
+    p.add_argument(
+        "--allow-autoscale",
+        action="store_true",
+        help=f"submit a GPU run to a cluster with too few GPUs now; Ray Train then waits up to "
+        f"{AUTOSCALE_START_TIMEOUT_S} s for GPU workers",
+    )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--follow", action="store_true", help="stream the job's logs until it ends")
     mode.add_argument("--no-wait", action="store_true", help="print the job id and return")
     p.add_argument("--dry-run", action="store_true", help="check and print the job spec without submitting")
     p.add_argument("workload", choices=list(WORKLOADS), help="what to run")
-    p.add_argument("args", nargs=argparse.REMAINDER, help="the job's arguments: --config PRESET section.key=value ...")
+    p.add_argument(
+        "args",
+        nargs=argparse.REMAINDER,
+        help="the workload's arguments (`scenimefy WORKLOAD --help` lists them): --config PRESET key=value ...",
+    )
     p.set_defaults(func=cmd_submit)
 
-    jobs = subparsers.add_parser("jobs", help="list, read and stop Ray Jobs on a cluster")
-    jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True)
-    q = jobs_sub.add_parser("list", help="jobs on the cluster with their status")
+
+def add_jobs_arguments(p: argparse.ArgumentParser) -> None:
+    """`scenimefy jobs list | logs ID [--follow] | stop ID [--wait]`."""
+    jobs_sub = p.add_subparsers(dest="jobs_command", required=True, title="commands", metavar="{list,logs,stop}")
+    q = jobs_sub.add_parser("list", help="jobs on the cluster with their status, oldest first")
     _add_address(q)
     q.set_defaults(func=cmd_jobs_list)
     q = jobs_sub.add_parser("logs", help="a job's logs")
     _add_address(q)
-    q.add_argument("job_id")
+    q.add_argument("job_id", help="submission id, as `scenimefy jobs list` shows it")
     q.add_argument("--follow", action="store_true", help="stream until the job ends")
     q.set_defaults(func=cmd_jobs_logs)
     q = jobs_sub.add_parser("stop", help="stop a running job")
     _add_address(q)
-    q.add_argument("job_id")
+    q.add_argument("job_id", help="submission id, as `scenimefy jobs list` shows it")
     q.add_argument("--wait", action="store_true", help="wait until it has stopped")
     q.set_defaults(func=cmd_jobs_stop)
 
 
+def add_cluster_commands(subparsers: Any) -> None:
+    """Register `submit` and `jobs` on another parser's subcommands (the `scenimefy` CLI has its own)."""
+    from scenimefy.commands.cli import register
+
+    register(subparsers, "submit")
+    register(subparsers, "jobs")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """These commands alone (tests, or before `scenimefy.commands.cli` wires them), with the CLI's error handling."""
-    parser = argparse.ArgumentParser(prog="scenimefy")
-    add_cluster_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except (ConfigError, ValueError, FileNotFoundError) as e:
-        print(f"scenimefy {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    """`python -m scenimefy.commands.cluster submit|jobs ...`: the same as `scenimefy submit|jobs ...`."""
+    from scenimefy.commands.cli import main as cli_main
+
+    return cli_main(argv)
 
 
 if __name__ == "__main__":

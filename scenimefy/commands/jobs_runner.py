@@ -1,40 +1,47 @@
-"""Job entrypoints: `python jobs/<workload>.py --config PRESET [section.key=value ...]`.
+"""The one entry behind every workload: `scenimefy <workload> ...` and `python jobs/<workload>.py ...`.
 
-One runner behind every file in `jobs/`, so the same command line works
+Both build the same parser (`build_parser`) and run the same function (`run_parsed`), so the
+same command line works
 
 - on a cluster, as `ray job submit --working-dir . -- python jobs/train.py --config paper ...`
   or `scenimefy submit --address http://HEAD:8265 train --config paper ...` (the driver then
   joins the job's cluster),
-- on one machine, as plain `python jobs/train.py --config rtx3090 ...` (a local Ray starts).
+- on one machine, as `scenimefy train --config rtx3090 ...` or `python jobs/train.py ...`
+  (a local Ray starts).
 
-A workload is one entry of the closed dict `WORKLOADS`; its function is imported only when the
-workload runs, so a stage whose module is not in this checkout yet fails with a message naming
-the missing module instead of breaking the others. Before a GPU run starts, the cluster's GPUs
-are compared with what the run needs (`check_gpus`), so a GPU preset on a CPU-only cluster
-fails at once instead of waiting forever for resources.
+A workload is one entry of the closed dict `WORKLOADS`: its command module
+(`scenimefy/commands/<workload>.py`: `add_arguments(parser)` and `run(cfg, args)`), the driver
+module that does the work (imported only when the workload runs, so a stage whose driver is not
+in this checkout fails with a message naming it instead of breaking the others) and the GPUs a
+run needs. Before a GPU run starts, the cluster's GPUs are compared with that (`check_gpus`), so a
+GPU preset on a CPU-only cluster fails at once instead of waiting forever for resources.
 
-The last line a job prints is `SCENIMEFY_RESULT {json}`: the workload's outcome (paths, final
-step, MLflow run id), for scripts that read job logs.
+On success the last line printed is `SCENIMEFY_RESULT {json}`: the workload's outcome (paths,
+final step, MLflow run id), for scripts that read job logs (`parse_result`).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import importlib.util
 import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable
 
+from scenimefy.commands import demo, evaluate, finetune, pairs, pipeline, pretrain, train, tune
+from scenimefy.commands.options import OneLineParser
 from scenimefy.config import Config, ConfigError, dump_yaml, load_config
 
 RESULT_PREFIX = "SCENIMEFY_RESULT "
 
 
 class WorkloadUnavailable(ValueError):
-    """The workload's module is not part of this checkout (yet)."""
+    """The workload's driver module is not part of this checkout (yet)."""
 
 
 class NotEnoughGpus(ValueError):
@@ -42,81 +49,7 @@ class NotEnoughGpus(ValueError):
 
 
 # ----------------------------------------------------------------------------------------
-# Workloads: each imports its stage function when it runs (explicit imports, no importlib)
-
-
-def _train(cfg: Config, args: argparse.Namespace) -> Any:
-    from scenimefy.distributed.translator import train_translator_on_ray
-
-    return train_translator_on_ray(cfg)
-
-
-def _pretrain(cfg: Config, args: argparse.Namespace) -> Any:
-    from scenimefy.distributed.stylegan import pretrain_on_ray
-
-    return pretrain_on_ray(cfg)
-
-
-def _finetune(cfg: Config, args: argparse.Namespace) -> Any:
-    from scenimefy.distributed.stylegan import finetune_on_ray
-
-    return finetune_on_ray(cfg)
-
-
-def _pairs(cfg: Config, args: argparse.Namespace) -> Any:
-    from scenimefy.distributed.pairs import generate_and_select_on_ray
-
-    return generate_and_select_on_ray(cfg)
-
-
-def _tune(cfg: Config, args: argparse.Namespace) -> Any:
-    from scenimefy.distributed.tune import run_sweep
-
-    return run_sweep(cfg)
-
-
-def _evaluate(cfg: Config, args: argparse.Namespace) -> Any:
-    from scenimefy.distributed.evaluate import evaluate_translator
-
-    return evaluate_translator(
-        cfg, out_dir=str(Path(args.out).absolute()), checkpoint=args.checkpoint or "", translations=args.translations or "",
-        mlflow_run_name=args.name,
-    )  # fmt: skip
-
-
-def _pipeline(cfg: Config, args: argparse.Namespace) -> Any:
-    from scenimefy.distributed.pipeline import parse_stage_list, run_pipeline
-
-    return run_pipeline(cfg, rerun=parse_stage_list(args.rerun))
-
-
-def _demo(cfg: Config | None, args: argparse.Namespace) -> Any:
-    from scenimefy.demo.run import run_demo
-
-    return run_demo(out_dir=str(Path(args.out).absolute()), overrides=args.overrides, workers=args.workers)
-
-
-def _tune_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--space", default="", help="search-space YAML (tuning/*.yaml); same as tune.space=FILE")
-
-
-def _evaluate_args(p: argparse.ArgumentParser) -> None:
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="generator to translate evaluate.photos with")
-    source.add_argument("--translations", help="folder of existing translations, matched to evaluate.photos by stem")
-    p.add_argument("--out", required=True, help="output folder (absolute on a cluster): report.json, translations/")
-    p.add_argument("--name", default="", help="MLflow run name (default: <run.name>-eval)")
-
-
-def _pipeline_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--rerun", default="", metavar="S1,S2", help="run these finished stages' drivers again (they resume)"
-    )
-
-
-def _demo_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="scenimefy-demo", help="where data, runs and pictures go (absolute on a cluster)")
-    p.add_argument("--workers", type=int, default=2, help="Ray Train workers")
+# Workloads
 
 
 def _workers_gpus(cfg: Config) -> float:
@@ -140,48 +73,26 @@ def _no_gpus(cfg: Config) -> float:
 
 @dataclass(frozen=True)
 class Workload:
-    help: str
-    module: str  # where the stage function lives (for the "not there yet" message)
-    run: Callable[[Config | None, argparse.Namespace], Any]
+    command: ModuleType  # scenimefy/commands/<name>.py: HELP, add_arguments(parser), run(cfg, args)
+    driver: str  # the module that does the work (for the "not in this checkout" message)
     gpus_needed: Callable[[Config], float]  # GPUs the run needs at once when run.use_gpu is true
-    add_args: Callable[[argparse.ArgumentParser], None] | None = None  # arguments besides --config
-    uses_config: bool = True  # False: the demo, which builds its own config from `tiny`
+    uses_config: bool = True  # False: the demo, which builds its own settings from `tiny`
+    succeeded: Callable[[Any], bool] | None = None  # a finished run whose outcome is a failure exits 1
+
+    @property
+    def help(self) -> str:
+        return self.command.HELP
 
 
 WORKLOADS: dict[str, Workload] = {
-    "pretrain": Workload(
-        "stage 0: StyleGAN2 on scene photos (G_s)", "scenimefy.distributed.stylegan", _pretrain, _workers_gpus
-    ),
-    "finetune": Workload(
-        "stage 1: G_t fine-tuned on anime scenes", "scenimefy.distributed.stylegan", _finetune, _workers_gpus
-    ),
-    "pairs": Workload(
-        "stage 2: pseudo-pair generation and selection", "scenimefy.distributed.pairs", _pairs, _pairs_gpus
-    ),
-    "train": Workload(
-        "stage 3: the photo->anime translator on Ray Train", "scenimefy.distributed.translator", _train, _workers_gpus
-    ),
-    "tune": Workload(
-        "Ray Tune sweep of translator trainings", "scenimefy.distributed.tune", _tune, _workers_gpus, _tune_args
-    ),
-    "evaluate": Workload(
-        "FID/KID and L_BCE of a generator", "scenimefy.distributed.evaluate", _evaluate, _no_gpus, _evaluate_args
-    ),
-    "pipeline": Workload(
-        "stages 0-3 in one driver, finished stages skipped",
-        "scenimefy.distributed.pipeline",
-        _pipeline,
-        _pipeline_gpus,
-        _pipeline_args,
-    ),
-    "demo": Workload(
-        "the pipeline on procedural demo data (CPU, tiny preset)",
-        "scenimefy.demo.run",
-        _demo,
-        _no_gpus,
-        _demo_args,
-        False,
-    ),
+    "pretrain": Workload(pretrain, "scenimefy.distributed.stylegan", _workers_gpus),
+    "finetune": Workload(finetune, "scenimefy.distributed.stylegan", _workers_gpus),
+    "pairs": Workload(pairs, "scenimefy.distributed.pairs", _pairs_gpus),
+    "train": Workload(train, "scenimefy.distributed.translator", _workers_gpus),
+    "tune": Workload(tune, "scenimefy.distributed.tune", _workers_gpus),
+    "evaluate": Workload(evaluate, "scenimefy.distributed.evaluate", _no_gpus, succeeded=evaluate.succeeded),
+    "pipeline": Workload(pipeline, "scenimefy.distributed.pipeline", _pipeline_gpus),
+    "demo": Workload(demo, "scenimefy.demo.run", _no_gpus, uses_config=False),
 }
 
 
@@ -192,9 +103,9 @@ def workload(name: str) -> Workload:
 
 
 def available(name: str) -> bool:
-    """Whether the workload's module is present in this checkout."""
+    """Whether the workload's driver module is present in this checkout."""
     try:
-        return importlib.util.find_spec(workload(name).module) is not None
+        return importlib.util.find_spec(workload(name).driver) is not None
     except ModuleNotFoundError:
         return False
 
@@ -202,50 +113,46 @@ def available(name: str) -> bool:
 def check_available(name: str) -> None:
     """Fail with the missing module named, listing the workloads that can run now."""
     if not available(name):
-        w = workload(name)
+        path = workload(name).driver.replace(".", "/") + ".py"
         ready = ", ".join(n for n in WORKLOADS if available(n))
-        path = w.module.replace(".", "/") + ".py"
         raise WorkloadUnavailable(
             f"workload {name!r} needs {path}, which this checkout does not have yet; workloads available now: {ready}"
         )
 
 
 # ----------------------------------------------------------------------------------------
-# Arguments: the same parser checks a job locally (`scenimefy submit`) and runs it in the job
+# The parser: one per workload, for `scenimefy <name>`, `jobs/<name>.py` and `scenimefy submit <name>`
 
 
-class _JobParser(argparse.ArgumentParser):
-    """Usage errors raise ValueError (one line from the CLI), never SystemExit."""
-
-    def error(self, message: str):  # type: ignore[override]
-        raise ValueError(message)
-
-
-def build_parser(name: str) -> argparse.ArgumentParser:
-    w = workload(name)
-    p = _JobParser(prog=f"jobs/{name}.py", description=w.help)
-    if w.uses_config:
-        p.add_argument(
-            "--config", default="paper", help="preset name (paper, rtx3090, tiny) or a YAML file in the working dir"
-        )
-    if w.add_args is not None:
-        w.add_args(p)
-    p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
-    p.add_argument("--allow-autoscale", action="store_true", help="skip the GPU check: GPU workers join on demand")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+def configure(name: str, p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add workload `name`'s arguments to `p`; `args.func(args)` then runs it (`run_parsed`)."""
+    workload(name).command.add_arguments(p)
+    p.set_defaults(func=functools.partial(run_parsed, name))
     return p
 
 
-def parse_job_args(name: str, argv: list[str]) -> argparse.Namespace:
-    """Parse a job's arguments; a usage error is a ValueError."""
-    return build_parser(name).parse_intermixed_args(argv)
+def build_parser(name: str, prog: str | None = None) -> argparse.ArgumentParser:
+    """The workload's parser; usage errors raise ValueError (printed as one line)."""
+    w = workload(name)
+    p = OneLineParser(
+        prog=prog or f"jobs/{name}.py",
+        description=w.command.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return configure(name, p)
+
+
+def parse_job_args(name: str, argv: list[str], prog: str | None = None) -> argparse.Namespace:
+    """Parse a workload's arguments (options and overrides in any order); a usage error is a ValueError."""
+    return build_parser(name, prog).parse_intermixed_args(argv)
 
 
 def resolve_config(name: str, args: argparse.Namespace, base_dir: str | Path | None = None) -> Config | None:
-    """The job's config (None for the demo). A relative YAML path is read under `base_dir`."""
+    """The run's config (None for the demo). A relative YAML path is read under `base_dir`."""
+    overrides = list(args.overrides) + list(getattr(args, "option_overrides", []))
     if not workload(name).uses_config:
-        if args.overrides:
-            load_config("tiny", args.overrides)  # the demo's overrides go onto the tiny preset
+        if overrides:
+            load_config("tiny", overrides)  # the demo's overrides go onto the tiny preset: check them now
         return None
     config = args.config
     if (
@@ -254,7 +161,6 @@ def resolve_config(name: str, args: argparse.Namespace, base_dir: str | Path | N
         and not Path(config).is_absolute()
     ):
         config = str(Path(base_dir) / config)
-    overrides = list(args.overrides) + ([f"tune.space={args.space}"] if getattr(args, "space", "") else [])
     return load_config(config, overrides)
 
 
@@ -263,7 +169,7 @@ def resolve_config(name: str, args: argparse.Namespace, base_dir: str | Path | N
 
 
 def check_gpus(
-    name: str, cfg: Config, cluster_gpus: float, *, allow_autoscale: bool, where: str = "the Ray cluster"
+    name: str, cfg: Config | None, cluster_gpus: float, *, allow_autoscale: bool, where: str = "the Ray cluster"
 ) -> None:
     """Raise NotEnoughGpus when a GPU run cannot be scheduled on the GPUs the cluster has now."""
     if cfg is None or not cfg.run.use_gpu or allow_autoscale:
@@ -283,8 +189,8 @@ def check_gpus(
         )
 
 
-def check_gpus_in_job(name: str, cfg: Config, *, allow_autoscale: bool) -> None:
-    """Inside the job (or a local run): join/start Ray and count the GPUs it has."""
+def check_gpus_in_job(name: str, cfg: Config | None, *, allow_autoscale: bool) -> None:
+    """Inside the job (or a local run): join or start Ray and count the GPUs it has."""
     if cfg is None or not cfg.run.use_gpu or allow_autoscale or workload(name).gpus_needed(cfg) <= 0:
         return
     from scenimefy.distributed.cluster import init_ray
@@ -296,7 +202,7 @@ def check_gpus_in_job(name: str, cfg: Config, *, allow_autoscale: bool) -> None:
 
 
 # ----------------------------------------------------------------------------------------
-# Running a job
+# Running
 
 
 def summarise(outcome: Any) -> dict:
@@ -308,40 +214,47 @@ def summarise(outcome: Any) -> dict:
     return {"result": str(outcome)}
 
 
-def run_job(name: str, argv: list[str]) -> dict:
-    """Parse, check and run one workload; return its summary. User errors raise ValueError."""
+def run_parsed(name: str, args: argparse.Namespace) -> int:
+    """Check and run one workload from its parsed arguments; user errors raise ValueError.
+
+    A dry run prints the resolved config, then `# ` lines: the workload, the world size, the GPUs
+    needed and the workload's plan (what its `run` returns for args.dry_run).
+    A run prints the workload's summary, then `SCENIMEFY_RESULT {json}` as the last line; it
+    returns 0, or 1 when the workload finished with a failed outcome.
+    """
     check_available(name)
-    args = parse_job_args(name, argv)
-    cfg = resolve_config(name, args)
     w = workload(name)
+    cfg = resolve_config(name, args)
     if args.dry_run:
+        plan = w.command.run(cfg, args)  # checks the inputs, before anything is printed
+        lines = [f"workload: {name}"]
         if cfg is not None:
             print(dump_yaml(cfg), end="")
-            print(
-                f"# workload: {name}\n# world size: {cfg.run.num_workers}\n# GPUs needed: {w.gpus_needed(cfg) if cfg.run.use_gpu else 0:g}"
-            )
-        else:
-            print(f"# workload: {name}\n# out: {Path(args.out).absolute()}\n# workers: {args.workers}")
-        return {"workload": name, "dry_run": True}
+            gpus = w.gpus_needed(cfg) if cfg.run.use_gpu else 0
+            lines += [f"world size: {cfg.run.num_workers}", f"GPUs needed: {gpus:g}"]
+        for line in lines + list(plan):
+            print("# " + line.replace("\n", "\n# "))
+        sys.stdout.flush()
+        return 0
     check_gpus_in_job(name, cfg, allow_autoscale=args.allow_autoscale)
-    outcome = w.run(cfg, args)
-    return {"workload": name, **summarise(outcome)}
+    outcome = w.command.run(cfg, args)
+    print(RESULT_PREFIX + json.dumps({"workload": name, **summarise(outcome)}, sort_keys=True), flush=True)
+    return 0 if w.succeeded is None or w.succeeded(outcome) else 1
 
 
-def main(name: str, argv: list[str] | None = None) -> int:
-    """The body of `jobs/<name>.py`: exit 0 on success, 2 on a user error (one line), 1 on a bug."""
+def main(name: str, argv: list[str] | None = None, prog: str | None = None) -> int:
+    """`python jobs/<name>.py` and `scenimefy <name>`: exit 0 on success, 2 on a user error (one line), 1 on a
+    failed run or a bug (with its traceback)."""
     argv = sys.argv[1:] if argv is None else argv
+    prog = prog or f"jobs/{name}.py"
     try:
-        summary = run_job(name, argv)
+        return run_parsed(name, parse_job_args(name, argv, prog))
     except (ConfigError, ValueError, FileNotFoundError) as e:
-        print(f"jobs/{name}.py: error: {e}", file=sys.stderr, flush=True)
+        print(f"{prog}: error: {e}", file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt:
-        print(f"jobs/{name}.py: interrupted", file=sys.stderr, flush=True)
+        print(f"{prog}: interrupted", file=sys.stderr, flush=True)
         return 130
-    if not summary.get("dry_run"):
-        print(RESULT_PREFIX + json.dumps(summary, sort_keys=True), flush=True)
-    return 0
 
 
 def parse_result(logs: str) -> dict | None:

@@ -1,0 +1,34 @@
+"""Stage 1: fine-tune G_s into the anime generator G_t on Ray Train.
+
+    scenimefy finetune --config paper data.anime=DIR finetune.source_checkpoint=lhq-220000.pt
+    python jobs/finetune.py --config rtx3090 data.anime=DIR finetune.source_checkpoint=...
+
+The final snapshot (rosinality's format) is G_t, the target generator of stage 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from scenimefy.commands.options import add_workload_options
+
+HELP = "stage 1: fine-tune G_s into the anime generator G_t on Ray Train"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_workload_options(p, "finetune.source_checkpoint=lhq-220000.pt finetune.iterations=500")
+
+
+def run(cfg: Any, args: argparse.Namespace) -> Any:
+    """Dry run: check the data and the source, the plan's lines (batch, paths). Run: train, return the outcome."""
+    from scenimefy.distributed import stylegan
+
+    if args.dry_run:
+        info = stylegan.preflight(cfg, stylegan.FINETUNE)  # resolves the data, the batch and the source
+        return [f"{key}: {value}" for key, value in info.items() if key != "world size"]  # the entry prints that
+    outcome = stylegan.finetune_on_ray(cfg)
+    print(f"snapshot: {outcome.snapshot}")
+    print(f"checkpoint: {outcome.checkpoint}")
+    print(f"mlflow: {outcome.tracking_uri} (run {outcome.mlflow_run_id})")
+    return outcome

@@ -1,0 +1,34 @@
+"""Stage 0: pretrain StyleGAN2 on real scene photos (the source generator G_s) on Ray Train.
+
+    scenimefy pretrain --config paper data.photos=DIR
+    python jobs/pretrain.py --config rtx3090 data.photos=DIR
+
+The final snapshot is in rosinality's format (lhq-220000.pt style), the input of stage 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from scenimefy.commands.options import add_workload_options
+
+HELP = "stage 0: pretrain StyleGAN2 on scene photos (G_s) on Ray Train"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_workload_options(p, "pretrain.total_kimg=100 data.photos=/data/lhq")
+
+
+def run(cfg: Any, args: argparse.Namespace) -> Any:
+    """Dry run: check the data, the plan's lines (batch, paths). Run: train, return the outcome."""
+    from scenimefy.distributed import stylegan
+
+    if args.dry_run:
+        info = stylegan.preflight(cfg, stylegan.PRETRAIN)  # resolves the data and the batch
+        return [f"{key}: {value}" for key, value in info.items() if key != "world size"]  # the entry prints that
+    outcome = stylegan.pretrain_on_ray(cfg)
+    print(f"snapshot: {outcome.snapshot}")
+    print(f"checkpoint: {outcome.checkpoint}")
+    print(f"mlflow: {outcome.tracking_uri} (run {outcome.mlflow_run_id})")
+    return outcome

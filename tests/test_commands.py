@@ -1,0 +1,162 @@
+"""One front door: `scenimefy <workload>` and `python jobs/<workload>.py` are the same parser and code;
+--help imports nothing heavy; every option documents itself; one --config default."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from scenimefy.commands import cli, jobs_runner
+from scenimefy.commands.options import DEFAULT_CONFIG
+
+REPO = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "ray", "mlflow", "transformers", "open_clip", "numpy")
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    """Folders every workload's dry run accepts: photos, anime, a pairs folder, a (fake) source checkpoint."""
+    for folder in ("photos", "anime", "pairs/trainA", "pairs/trainB"):
+        (tmp_path / folder).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (40, 40), (i * 60, 0, 0)).save(tmp_path / folder / f"{i}.png")
+    (tmp_path / "source.pt").write_bytes(b"")  # stage 1's dry run checks that the file exists
+    return tmp_path
+
+
+def _dry_run_args(name: str, d: Path) -> list[str]:
+    data = [f"data.photos={d / 'photos'}", f"data.anime={d / 'anime'}", f"run.output_dir={d / 'runs'}"]
+    extra = {
+        "finetune": [f"finetune.source_checkpoint={d / 'source.pt'}"],
+        "pairs": ["--target-kept", "7"],
+        "tune": [
+            "--space",
+            str(REPO / "tuning" / "loss_weights.yaml"),
+            f"data.pairs={d / 'pairs'}",
+            f"evaluate.photos={d / 'photos'}",
+        ],
+        "evaluate": ["--translations", str(d / "photos"), "--out", str(d / "eval"), f"evaluate.photos={d / 'photos'}"],
+        "pipeline": ["--stages", "pretrain,finetune"],
+        "demo": ["--out", str(d / "demo"), "--workers", "1"],
+    }.get(name, [])
+    config = [] if name == "demo" else ["--config", "tiny", *data]
+    return [*config, *extra, "--dry-run"]
+
+
+@pytest.mark.parametrize("name", list(jobs_runner.WORKLOADS))
+def test_dry_run_is_the_same_from_the_cli_and_the_job_entry(name, inputs, capsys):
+    argv = _dry_run_args(name, inputs)
+    assert cli.main([name, *argv]) == 0
+    from_cli = capsys.readouterr()
+    assert jobs_runner.main(name, argv) == 0
+    from_job = capsys.readouterr()
+    assert from_cli.out == from_job.out and from_cli.err == from_job.err == ""
+    assert f"# workload: {name}\n" in from_cli.out
+    assert not (inputs / "runs").exists()  # a dry run writes nothing
+
+
+def test_dry_run_of_the_job_script_matches_the_cli(inputs, capsys):
+    argv = _dry_run_args("train", inputs)
+    assert cli.main(["train", *argv]) == 0
+    script = subprocess.run(
+        [sys.executable, str(REPO / "jobs" / "train.py"), *argv], capture_output=True, text=True, timeout=120
+    )
+    assert script.returncode == 0, script.stderr
+    assert script.stdout == capsys.readouterr().out
+
+
+def test_errors_name_the_command_they_came_from(capsys):
+    assert cli.main(["train", "--config", "tiny", "--bogus"]) == 2
+    err = capsys.readouterr().err
+    assert err == "scenimefy train: error: unrecognized arguments: --bogus (see scenimefy train --help)\n"
+    assert jobs_runner.main("train", ["--config", "tiny", "--bogus"]) == 2
+    assert capsys.readouterr().err.startswith("jobs/train.py: error: unrecognized arguments: --bogus")
+    assert cli.main(["trian"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "invalid choice: 'trian'" in err
+    assert cli.main([]) == 2
+    assert "commands:" in capsys.readouterr().err  # the overview
+
+
+def test_options_that_stand_for_config_keys_win_over_positional_overrides():
+    args = jobs_runner.parse_job_args("pipeline", ["pipeline.stages=train", "--stages", "pairs,train"])
+    assert jobs_runner.resolve_config("pipeline", args).pipeline.stages == ("pairs", "train")
+    args = jobs_runner.parse_job_args("pairs", ["--target-kept", "12", "pairs.target_kept=3", "--config", "tiny"])
+    cfg = jobs_runner.resolve_config("pairs", args)
+    assert cfg.pairs.target_kept == 12 and cfg.pairs.num_candidates == 0
+    args = jobs_runner.parse_job_args("pairs", ["--config", "tiny", "pairs.num_candidates=5"])
+    assert jobs_runner.resolve_config("pairs", args).pairs.num_candidates == 5  # not given: no override
+
+
+def test_options_and_overrides_mix_in_any_order(capsys):
+    argv = ["--config", "tiny", "translator.lambda_src=0.2", "--dry-run", "run.num_workers=3"]
+    assert cli.main(["train", *argv]) == 0
+    out = capsys.readouterr().out
+    assert "lambda_src: 0.2" in out and "# world size: 3" in out
+
+
+def _parsers() -> list[argparse.ArgumentParser]:
+    """Every command's parser, subcommands included."""
+    todo = [cli.build_parser(name) for name in cli.COMMANDS]
+    found = []
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                todo.extend(action.choices.values())
+    return found
+
+
+def test_every_option_has_a_help_line_with_its_default():
+    for p in _parsers():
+        for action in p._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                continue
+            what = f"{p.prog} {'/'.join(action.option_strings) or action.dest}"
+            assert action.help, f"{what} has no help"
+            if action.option_strings and action.default not in (None, False, []):
+                assert "default" in action.help, f"{what}: the help does not give the default {action.default!r}"
+
+
+def test_one_config_default():
+    for p in _parsers():
+        config = [a for a in p._actions if "--config" in a.option_strings]
+        if p.prog in ("scenimefy demo", "scenimefy weights", "scenimefy submit", "scenimefy select"):
+            assert not config, p.prog
+        elif config:
+            assert config[0].default == DEFAULT_CONFIG, p.prog
+    for name, w in jobs_runner.WORKLOADS.items():
+        has_config = any("--config" in a.option_strings for a in jobs_runner.build_parser(name)._actions)
+        assert has_config == w.uses_config, name
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "from scenimefy.commands.cli import main; main(['--help'])",
+        "from scenimefy.commands.cli import main; main(['train', '--help'])",
+        "from scenimefy.commands.cli import main; main(['submit', '--help'])",
+        "from scenimefy.commands.jobs_runner import main; main('evaluate', ['--help'])",
+    ],
+)
+def test_help_imports_nothing_heavy(code):
+    check = f"import sys\ntry:\n    {code}\nexcept SystemExit as e:\n    assert e.code == 0, e\n"
+    check += f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "usage:" in out.stdout
+    assert json.loads(out.stdout.strip().splitlines()[-1].replace("'", '"')) == []
+
+
+def test_every_workload_is_a_cli_command_and_a_job_script():
+    for name in jobs_runner.WORKLOADS:
+        assert name in cli.COMMANDS
+        text = (REPO / "jobs" / f"{name}.py").read_text()
+        assert f'main("{name}")' in text and len(text.splitlines()) <= 12
