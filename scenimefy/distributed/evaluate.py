@@ -38,7 +38,7 @@ from scenimefy.evaluation.scoring import (
     summarize_semantic,
     tuning_objective,
 )
-from scenimefy.inference.translate import resolve_device
+from scenimefy.stages.device import resolve_device
 
 REPORT_FILE = "report.json"
 SEMANTIC_COLUMNS = ("l_bce", "n_classes", "pixel_agreement")

@@ -32,6 +32,7 @@ from scenimefy.models.translator import (
     strip_wrapper_prefixes,
 )
 from scenimefy.stages.checkpoint import TRANSLATOR_SNAPSHOT_FILE, save_torch_atomic, unwrap
+from scenimefy.stages.device import resolve_device
 
 SNAPSHOT_FORMAT = "scenimefy.translator.generator"
 SNAPSHOT_VERSION = 1
@@ -464,13 +465,6 @@ def _downscale(img: Image.Image, max_side: int) -> Image.Image:
         return img
     s = max_side / max(w, h)
     return img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.BICUBIC)
-
-
-def resolve_device(name: str | torch.device) -> torch.device:
-    """`auto` -> CUDA when available, else CPU; anything else as torch understands it."""
-    if isinstance(name, str) and name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def translate_paths(
