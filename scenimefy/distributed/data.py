@@ -147,7 +147,10 @@ def prepare_images(uri: str, *, size: int, cache_dir: str, what: str) -> Prepare
 def prepare_pairs(uri: str, *, size: int, cache_dir: str) -> PreparedSet:
     _fs, pairs, unmatched = match_pairs(uri)
     if unmatched:
-        warnings.warn(f"pairs folder {uri!r}: {unmatched} file(s) have no partner in the other folder and are ignored")
+        warnings.warn(
+            f"pairs folder {uri!r}: {unmatched} file(s) have no partner in the other folder and are ignored",
+            stacklevel=2,
+        )
     rows = [{"path_a": a, "path_b": b} for a, b in pairs]
     prepared = _prepare(rows, uri=uri, size=size, cache_dir=cache_dir, what="pairs", columns=("path_a", "path_b"))
     prepared.unmatched = unmatched
@@ -180,7 +183,9 @@ def _prepare(
         path=str(out), num_rows=len(done), num_listed=len(rows), skipped=skipped, upscaled=int(done["upscaled"].sum())
     )
     if prepared.upscaled:
-        warnings.warn(f"{what}: {prepared.upscaled} image(s) are smaller than {size} px and were upscaled")
+        warnings.warn(
+            f"{what}: {prepared.upscaled} image(s) are smaller than {size} px and were upscaled", stacklevel=3
+        )
     if skipped:
         print(f"[data] {what}: skipped {len(skipped)} unreadable file(s) of {len(rows)}", flush=True)
     shutil.rmtree(out, ignore_errors=True)

@@ -12,7 +12,7 @@ anyway, about 8 KB per image at 2048-d) and both torchmetrics metrics are built 
 `compute()` time on these features, through a pass-through `feature` module. This also lets
 KID's subset size follow the number of images (torchmetrics requires subset_size <= samples).
 
-Recommended protocol (REFERENCE.md 6.1): translated test images at their native 256 x 256,
+Recommended protocol (docs/method.md): translated test images at their native 256 x 256,
 the anime reference resized to 256 x 256 with PIL bicubic (`size=256`); report the choice.
 
 No Ray and no MLflow here; torchmetrics is imported only when a metric is computed.

@@ -1,6 +1,6 @@
 """The engine behind `scenimefy translate`: load a translator generator, translate images.
 
-Differences from the authors' `test.py` (REFERENCE.md 4.11, SPEC.md): images keep their exact
+Differences from the authors' `test.py` (docs/deviations.md): images keep their exact
 size (reflect-padded to a multiple of 4 and cropped back, instead of resized), outputs are
 rounded (not truncated) to uint8, and large images can be translated in blended tiles.
 No Ray and no MLflow here.

@@ -36,7 +36,7 @@ SELECTED_DIR = "selected"
 CANDIDATE_DIRS = ("photo", "anime", "photo_labels", "anime_labels")
 MANIFEST_COLUMNS = (
     "seed",  # int64: the row's seed (z and noise)
-    "l_bce",  # float32: semantic-consistency cross-entropy ("L_BCE" in the paper, Eq. 3)
+    "l_bce",  # float32: semantic-consistency cross-entropy ("L_BCE" in the paper, Sec. 3.2)
     "n_classes",  # int64: distinct ADE20k classes in the photo's label map
     "pixel_agreement",  # float32: fraction of pixels whose photo and anime labels agree
     "kept",  # bool: keep rule at the threshold of the run that wrote the manifest
