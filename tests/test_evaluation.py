@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
+from tiny_priors import TinyFeatures
 from torch import nn
 
 from scenimefy.config import PriorsConfig
@@ -24,19 +24,6 @@ from scenimefy.evaluation.metrics import (
 
 # ----------------------------------------------------------------------------------------
 # Helpers
-
-
-class TinyFeatures(nn.Module):
-    """A random conv net: uint8 (B, 3, H, W) -> (B, 8) mean ReLU responses."""
-
-    def __init__(self, dim: int = 8, seed: int = 0) -> None:
-        super().__init__()
-        torch.manual_seed(seed)
-        self.conv = nn.Conv2d(3, dim, 3, stride=2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        assert x.dtype == torch.uint8  # the metrics always feed uint8
-        return F.relu(self.conv(x.float() / 127.5 - 1.0)).mean(dim=(2, 3))  # (B, D)
 
 
 class Recorder(nn.Module):

@@ -267,19 +267,9 @@ def bind_tiny_evaluator() -> None:
         original = module.train_translator
 
         def train_translator(cfg, sources, steps_per_epoch, ctx):
-            import torch
-            from torch import nn
+            from tiny_priors import TinyFeatures
 
             from scenimefy.evaluation.scoring import make_epoch_evaluator
-
-            class TinyFeatures(nn.Module):
-                def __init__(self) -> None:
-                    super().__init__()
-                    torch.manual_seed(0)
-                    self.conv = nn.Conv2d(3, 8, 3, stride=2)
-
-                def forward(self, x: torch.Tensor) -> torch.Tensor:
-                    return torch.relu(self.conv(x.float() / 127.5 - 1.0)).mean(dim=(2, 3))  # (B, 8)
 
             ctx.evaluate = make_epoch_evaluator(cfg, feature_extractor=TinyFeatures())
             return original(cfg, sources, steps_per_epoch, ctx)
