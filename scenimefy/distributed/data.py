@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -167,16 +166,15 @@ def _prepare(
     marker = out / MARKER
     if marker.is_file():
         return PreparedSet(**json.loads(marker.read_text()))
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     num_blocks = max(1, min(len(rows) // 64 + 1, 64))
     ds = ray.data.from_items(rows, override_num_blocks=num_blocks).map_batches(
         decode_rows, fn_kwargs={"uri": uri, "size": size, "columns": columns}, batch_size=32, num_cpus=0.5
     )
-    ds.write_parquet(str(tmp))
-    if not any(tmp.glob("*.parquet")):
-        raise ValueError(f"{what} folder {uri!r}: none of the {len(rows)} image files could be decoded")
-    done = ray.data.read_parquet(str(tmp)).select_columns([*columns, "upscaled"]).to_pandas()
+    with atomic_path(out) as tmp:  # a folder of Parquet files, replacing any unfinished one
+        ds.write_parquet(tmp)
+        if not any(Path(tmp).glob("*.parquet")):
+            raise ValueError(f"{what} folder {uri!r}: none of the {len(rows)} image files could be decoded")
+        done = ray.data.read_parquet(tmp).select_columns([*columns, "upscaled"]).to_pandas()
     kept = set(done[columns[0]].tolist())
     skipped = [r[columns[0]] for r in rows if r[columns[0]] not in kept]
     prepared = PreparedSet(
@@ -188,8 +186,6 @@ def _prepare(
         )
     if skipped:
         print(f"[data] {what}: skipped {len(skipped)} unreadable file(s) of {len(rows)}", flush=True)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
     with atomic_path(marker) as m:
         Path(m).write_text(json.dumps(prepared.__dict__))
     return prepared

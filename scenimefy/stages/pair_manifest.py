@@ -20,7 +20,6 @@ import errno
 import json
 import os
 import shutil
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -219,47 +218,28 @@ def _link_or_copy(src: str, dst: str) -> None:
 def export_pairs(rows: Iterable[tuple[int, str, str]], out_dir: str | os.PathLike, *, info: dict | None = None) -> int:
     """Write `out_dir/trainA/<seed:08d>.png` (x^p) and `trainB/<seed:08d>.png` (y^p), all or nothing.
 
-    `rows`: (seed, photo file, anime file). Files go into a hidden temporary folder beside
-    `out_dir`, which then replaces `out_dir` by rename; on any error the temporary folder is
-    removed and a previous `out_dir` is left as it was. `info` is saved as
+    `rows`: (seed, photo file, anime file). The folder is written by `atomic_path`: on any
+    error it is removed and a previous `out_dir` is left as it was. `info` is saved as
     `out_dir/selection.json` (with the count). Returns the number of pairs.
     """
     out = Path(out_dir).absolute()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     count = 0
     try:
-        (tmp / "trainA").mkdir(parents=True)
-        (tmp / "trainB").mkdir()
-        for seed, photo, anime in rows:
-            name = f"{int(seed):08d}.png"
-            _link_or_copy(str(photo), str(tmp / "trainA" / name))
-            _link_or_copy(str(anime), str(tmp / "trainB" / name))
-            count += 1
-        (tmp / "selection.json").write_text(json.dumps({**(info or {}), "pairs": count}, indent=2) + "\n")
-        _replace_dir(tmp, out)
-    except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        with atomic_path(out) as tmp:
+            tmp = Path(tmp)
+            (tmp / "trainA").mkdir(parents=True)
+            (tmp / "trainB").mkdir()
+            for seed, photo, anime in rows:
+                name = f"{int(seed):08d}.png"
+                _link_or_copy(str(photo), str(tmp / "trainA" / name))
+                _link_or_copy(str(anime), str(tmp / "trainB" / name))
+                count += 1
+            (tmp / "selection.json").write_text(json.dumps({**(info or {}), "pairs": count}, indent=2) + "\n")
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
             raise disk_full_error(e, out.parent) from e
         raise
     return count
-
-
-def _replace_dir(new: Path, dst: Path) -> None:
-    """Rename `new` onto `dst`; an existing `dst` is moved aside first and deleted after."""
-    old = None
-    if dst.exists():
-        old = dst.parent / f".{dst.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(dst, old)
-    try:
-        os.replace(new, dst)
-    except BaseException:
-        if old is not None:
-            os.replace(old, dst)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def materialize_selection(
