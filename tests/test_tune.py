@@ -103,6 +103,19 @@ def test_missing_space_file_is_a_clear_error(tmp_path):
         load_space(str(tmp_path / "nope.yaml"))
 
 
+def test_the_sweep_modules_import_neither_ray_nor_mlflow():
+    """Ray and MLflow load when a sweep runs, not when its space, plan or report is imported."""
+    import subprocess
+
+    code = (
+        "import sys, scenimefy.distributed.tune, scenimefy.distributed.tune.space, "
+        "scenimefy.distributed.tune.plan, scenimefy.distributed.tune.report, scenimefy.distributed.tune.trial; "
+        "print(sorted(k for k in ('ray', 'mlflow') if k in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 # ----------------------------------------------------------------------------------------
 # Resources
 
