@@ -43,7 +43,7 @@ from scenimefy.priors.segmentation import SemanticScorer, keep_pair
 from scenimefy.stages.device import resolve_device
 from scenimefy.stages.host import configure_process
 
-# Names other modules import from here; they live in the manifest module.
+# Re-exported for the callers that import them from this module (commands/pairs.py, distributed/pipeline.py).
 from scenimefy.stages.pair_manifest import MANIFEST_FILE, materialize_selection  # noqa: F401
 from scenimefy.stages.stylegan import resolve_snapshot_path
 
