@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from scenimefy.models.rosinality import save_rosinality_checkpoint
@@ -47,3 +49,10 @@ def save_generator(path: Path, g: Generator) -> Path:
 def write_pair_checkpoints(root: Path, seed: int = 0) -> tuple[Path, Path]:
     g_s, g_t = tiny_pair(seed)
     return save_generator(Path(root) / "g_s.pt", g_s), save_generator(Path(root) / "g_t.pt", g_t)
+
+
+def score_seeds(generator, scorer, seeds: Sequence[int], *, batch_size: int) -> Iterator[dict]:
+    """Stage 2 in-process: batches of scored pairs for `seeds` (a `PairGenerator` then a `PairScorer`)."""
+    seeds = np.asarray(seeds, dtype=np.int64)
+    for start in range(0, len(seeds), batch_size):
+        yield scorer(generator({"seed": seeds[start : start + batch_size]}))

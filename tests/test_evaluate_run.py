@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_priors import TinyFeatures
 from torch import nn
 
 from scenimefy.config import load_config
@@ -23,18 +24,6 @@ from scenimefy.data.images import from_uint8
 from scenimefy.evaluation.metrics import DistributionMetrics
 
 SIZE = 32
-
-
-class TinyFeatures(nn.Module):
-    """uint8 (B, 3, H, W) -> (B, 8): a random conv's mean ReLU responses (instead of Inception)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv = nn.Conv2d(3, 8, 3, stride=2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.conv(x.float() / 127.5 - 1.0)).mean(dim=(2, 3))
 
 
 class IdentityGenerator(nn.Module):

@@ -2,39 +2,28 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
+from tiny_priors import TinyFeatures
 from torch import nn
 
 from scenimefy.config import PriorsConfig
+from scenimefy.data.decode import list_image_files
 from scenimefy.evaluation.metrics import (
     DistributionMetrics,
     as_uint8_images,
     check_matched_counts,
-    fid_between_folders,
+    fid_between_files,
     image_batches,
 )
 
 # ----------------------------------------------------------------------------------------
 # Helpers
-
-
-class TinyFeatures(nn.Module):
-    """A random conv net: uint8 (B, 3, H, W) -> (B, 8) mean ReLU responses."""
-
-    def __init__(self, dim: int = 8, seed: int = 0) -> None:
-        super().__init__()
-        torch.manual_seed(seed)
-        self.conv = nn.Conv2d(3, dim, 3, stride=2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        assert x.dtype == torch.uint8  # the metrics always feed uint8
-        return F.relu(self.conv(x.float() / 127.5 - 1.0)).mean(dim=(2, 3))  # (B, D)
 
 
 class Recorder(nn.Module):
@@ -76,6 +65,20 @@ def write_png(path: Path, array: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path)
     return path
+
+
+def fid_between_folders(real_dir, fake_dir, *, metrics: DistributionMetrics, size, batch_size: int) -> dict:
+    """FID/KID between two image folders (recursive): `fid_between_files` over their listings."""
+    listed = {}
+    for role, folder in (("real", real_dir), ("generated", fake_dir)):
+        files = list_image_files(folder)
+        if not files:
+            raise ValueError(f"no images in the {role} folder {os.fspath(folder)!r} (searched recursively)")
+        listed[role] = files
+    names = (f"the real folder {os.fspath(real_dir)!r}", f"the generated folder {os.fspath(fake_dir)!r}")
+    return fid_between_files(
+        listed["real"], listed["generated"], metrics=metrics, size=size, batch_size=batch_size, names=names
+    )
 
 
 def write_images(folder: Path, n: int, size: int = 12, seed: int = 0, prefix: str = "img") -> list[Path]:

@@ -96,6 +96,31 @@ def test_atomic_path_works_with_torch_save(tmp_path):
     assert torch.load(target, weights_only=True)["a"].sum().item() == 2.0
 
 
+def test_atomic_path_replaces_a_folder_as_a_whole(tmp_path):
+    target = tmp_path / "selected"
+    (target / "trainA").mkdir(parents=True)
+    (target / "trainA" / "old.png").write_text("old")
+    with atomic_path(target) as tmp:
+        os.makedirs(os.path.join(tmp, "trainA"))
+        with open(os.path.join(tmp, "trainA", "new.png"), "w") as f:
+            f.write("new")
+        assert (target / "trainA" / "old.png").exists()  # the previous folder stays until the end
+    assert os.listdir(target / "trainA") == ["new.png"]
+    assert os.listdir(tmp_path) == ["selected"]  # no temporary or moved-aside folder left
+
+
+def test_atomic_path_on_exception_removes_a_temp_folder_and_keeps_the_old_one(tmp_path):
+    target = tmp_path / "selected"
+    target.mkdir()
+    (target / "keep.png").write_text("old")
+    with pytest.raises(RuntimeError, match="boom"):
+        with atomic_path(target) as tmp:
+            os.makedirs(os.path.join(tmp, "trainA"))
+            raise RuntimeError("boom")
+    assert os.listdir(target) == ["keep.png"]
+    assert os.listdir(tmp_path) == ["selected"]
+
+
 def test_save_image_atomic_roundtrip_png_and_default_format(tmp_path):
     a = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
     p = save_image_atomic(tmp_path / "deep" / "x.png", a)

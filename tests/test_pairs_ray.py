@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from pairs_fixtures import write_pair_checkpoints
+from pairs_fixtures import score_seeds, write_pair_checkpoints
 from PIL import Image
 from tiny_priors import write_tiny_mask2former
 
@@ -94,7 +94,7 @@ def test_two_actors_end_to_end(first_run):
 
 def test_rows_match_the_in_process_stage_at_batch_one(first_run, inputs):
     """2 actors x batch 4 on Ray == 1 process x batch 1: images bit for bit, scores to float noise."""
-    from scenimefy.stages.pairs import PairGenerator, PairScorer, score_seeds
+    from scenimefy.stages.pairs import PairGenerator, PairScorer
 
     cfg, out = first_run
     manifest = pd.read_parquet(out.manifest)

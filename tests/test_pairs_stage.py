@@ -14,31 +14,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from pairs_fixtures import SIZE, save_generator, tiny_pair, write_pair_checkpoints
+from pairs_fixtures import SIZE, save_generator, score_seeds, tiny_pair, write_pair_checkpoints
 from PIL import Image
 from tiny_priors import write_tiny_mask2former
 
 from scenimefy.config import PriorsConfig
 from scenimefy.priors.segmentation import SemanticScorer
+from scenimefy.stages import pair_manifest, pair_report
 from scenimefy.stages import pairs as stage
-from scenimefy.stages.pairs import (
+from scenimefy.stages.pair_manifest import (
     MANIFEST_FILE,
-    PairGenerator,
-    PairScorer,
     check_disk_space,
     export_pairs,
-    inspection_grid,
-    load_candidate_rows,
-    load_generator_pair,
     manifest_frame,
     materialize_selection,
-    next_chunk_size,
     read_manifest,
-    score_seeds,
     select_from_manifest,
     write_candidates,
     write_parquet_atomic,
 )
+from scenimefy.stages.pair_report import inspection_grid, load_candidate_rows
+from scenimefy.stages.pairs import PairGenerator, PairScorer, load_generator_pair, next_chunk_size
 
 SEEDS = np.arange(5, 23)  # 18 seeds, across group boundaries (groups of 4)
 
@@ -107,8 +103,10 @@ def stage_dir(tmp_path_factory, scored):
 
 def test_rows_do_not_depend_on_batch_size_or_order(checkpoints):
     gen = make_generator(checkpoints)
-    out = {bs: {k: np.concatenate([gen({"seed": SEEDS[i : i + bs]})[k] for i in range(0, len(SEEDS), bs)]) for k in ("photo", "anime")}
-           for bs in (1, 5, 18)}  # fmt: skip
+    out = {}
+    for bs in (1, 5, 18):
+        batches = [gen({"seed": SEEDS[i : i + bs]}) for i in range(0, len(SEEDS), bs)]
+        out[bs] = {k: np.concatenate([batch[k] for batch in batches]) for k in ("photo", "anime")}
     for bs in (5, 18):
         np.testing.assert_array_equal(out[bs]["photo"], out[1]["photo"])
         np.testing.assert_array_equal(out[bs]["anime"], out[1]["anime"])
@@ -289,7 +287,7 @@ def test_inspection_grid_shows_kept_then_rejected_rows(stage_dir):
     rows = load_candidate_rows(df, root, seeds)
     grid = inspection_grid(rows, n_kept=2, n_rejected=2)
     assert grid.dtype == np.uint8 and grid.ndim == 3 and grid.shape[2] == 3
-    side = stage.GRID_MIN_SIDE  # 32 px images are enlarged 3x to 96 px
+    side = pair_report.GRID_MIN_SIDE  # 32 px images are enlarged 3x to 96 px
     assert grid.shape[0] >= 4 * side and grid.shape[1] >= 4 * side  # 4 rows, 4 columns
     assert grid.shape[0] < 5 * side  # not 5 rows
     with pytest.raises(ValueError, match="no rows"):
@@ -298,7 +296,7 @@ def test_inspection_grid_shows_kept_then_rejected_rows(stage_dir):
 
 def test_score_histogram_is_a_png(stage_dir, tmp_path):
     df, _ = read_manifest(stage_dir)
-    path = stage.plot_score_histogram(df, threshold=5.0, path=tmp_path / "scores.png")
+    path = pair_report.plot_score_histogram(df, threshold=5.0, path=tmp_path / "scores.png")
     assert Image.open(path).format == "PNG"
 
 
@@ -385,7 +383,7 @@ def test_disk_full_while_writing_candidates_is_a_clear_error(scored, tmp_path, m
     def full_disk(path, array, durable=False):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(stage, "save_image_atomic", full_disk)
+    monkeypatch.setattr(pair_manifest, "save_image_atomic", full_disk)
     with pytest.raises(ValueError, match="no space left.*a rerun resumes"):
         write_candidates({k: v[:2] for k, v in scored.items()}, root=str(tmp_path))
 
@@ -501,7 +499,8 @@ def test_the_stage_module_and_the_benchmark_import_neither_ray_nor_mlflow():
     import sys
 
     code = (
-        "import sys, runpy; import scenimefy.stages.pairs; "
+        "import sys, runpy; import scenimefy.stages.pairs, scenimefy.stages.pair_manifest; "
+        "import scenimefy.stages.pair_report; "
         "sys.argv = ['x']; m = runpy.run_path('jobs/benchmark_pairs.py', run_name='not_main'); "
         "print(sorted(k for k in ('ray', 'mlflow', 'pandas') if k in sys.modules))"
     )

@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_every_space_under_tuning_parses():
-    from scenimefy.distributed.tune import load_space
+    from scenimefy.distributed.tune.space import load_space
 
     files = sorted((REPO / "tuning").glob("*.yaml"))
     assert files, "tuning/ holds the search spaces"
@@ -52,7 +52,7 @@ def test_every_space_under_tuning_parses():
 def test_space_kinds_become_tune_domains():
     from ray.tune.search.sample import Float
 
-    from scenimefy.distributed.tune import parse_space
+    from scenimefy.distributed.tune.space import parse_space
 
     dims = {
         d.key: d
@@ -88,19 +88,32 @@ def test_space_kinds_become_tune_domains():
     ],
 )
 def test_bad_spaces_name_the_key_and_the_fix(space, message):
-    from scenimefy.distributed.tune import parse_space
+    from scenimefy.distributed.tune.space import parse_space
 
     with pytest.raises(ConfigError, match=message):
         parse_space(space, source="space.yaml")
 
 
 def test_missing_space_file_is_a_clear_error(tmp_path):
-    from scenimefy.distributed.tune import load_space
+    from scenimefy.distributed.tune.space import load_space
 
     with pytest.raises(ConfigError, match="tune.space=tuning/paper.yaml"):
         load_space("")
     with pytest.raises(ConfigError, match="no such file"):
         load_space(str(tmp_path / "nope.yaml"))
+
+
+def test_the_sweep_modules_import_neither_ray_nor_mlflow():
+    """Ray and MLflow load when a sweep runs, not when its space, plan or report is imported."""
+    import subprocess
+
+    code = (
+        "import sys, scenimefy.distributed.tune, scenimefy.distributed.tune.space, "
+        "scenimefy.distributed.tune.plan, scenimefy.distributed.tune.report, scenimefy.distributed.tune.trial; "
+        "print(sorted(k for k in ('ray', 'mlflow') if k in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 # ----------------------------------------------------------------------------------------
@@ -112,7 +125,7 @@ def _plan_cfg(*overrides):
 
 
 def test_concurrency_comes_from_the_clusters_gpus():
-    from scenimefy.distributed.tune import plan_trials
+    from scenimefy.distributed.tune.plan import plan_trials
 
     plan = plan_trials(
         _plan_cfg("run.use_gpu=true", "run.num_workers=2", "run.cpus_per_worker=4"), {"GPU": 8, "CPU": 64}
@@ -124,14 +137,14 @@ def test_concurrency_comes_from_the_clusters_gpus():
 
 
 def test_cpu_sweeps_leave_one_cpu_to_ray_data():
-    from scenimefy.distributed.tune import plan_trials
+    from scenimefy.distributed.tune.plan import plan_trials
 
     plan = plan_trials(_plan_cfg("run.num_workers=1", "run.cpus_per_worker=1"), {"CPU": 4})
     assert (plan.gpus_per_trial, plan.cpus_per_trial, plan.max_concurrent) == (0, 2, 1)
 
 
 def test_trial_drivers_use_the_trial_driver_resource_when_declared():
-    from scenimefy.distributed.tune import plan_trials
+    from scenimefy.distributed.tune.plan import plan_trials
 
     plan = plan_trials(_plan_cfg("run.use_gpu=true"), {"GPU": 4, "CPU": 8, "trial_driver": 2})
     assert plan.driver_resources == {"trial_driver": 1.0} and plan.cpus_per_trial == 1
@@ -139,7 +152,7 @@ def test_trial_drivers_use_the_trial_driver_resource_when_declared():
 
 
 def test_trials_needing_more_gpus_than_the_cluster_has_are_refused():
-    from scenimefy.distributed.tune import plan_trials
+    from scenimefy.distributed.tune.plan import plan_trials
 
     with pytest.raises(ValueError, match=r"each trial asks for 4 GPU\(s\) .* but the cluster has 2"):
         plan_trials(_plan_cfg("run.use_gpu=true", "run.num_workers=4"), {"GPU": 2, "CPU": 64})
@@ -154,7 +167,8 @@ def test_trials_needing_more_gpus_than_the_cluster_has_are_refused():
 
 
 def test_sweep_config_errors(tmp_path):
-    from scenimefy.distributed.tune import check_sweep_config, parse_space
+    from scenimefy.distributed.tune.plan import check_sweep_config
+    from scenimefy.distributed.tune.space import parse_space
 
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -176,7 +190,7 @@ def test_sweep_config_errors(tmp_path):
 
 
 def test_best_trial_prefers_those_that_trained_every_epoch():
-    from scenimefy.distributed.tune import choose_best
+    from scenimefy.distributed.tune.report import choose_best
 
     table = [
         {"trial_id": "a", "objective": 1.0, "status": "STOPPED_EARLY", "error": ""},
@@ -195,7 +209,7 @@ def test_stopped_trials_are_closed_as_killed_even_when_their_run_closed_itself_a
     from mlflow.tracking import MlflowClient
 
     from scenimefy.distributed.tracking import find_or_create_run, resolve_tracking_uri
-    from scenimefy.distributed.tune import _finish_mlflow
+    from scenimefy.distributed.tune.report import finish_mlflow
 
     uri = resolve_tracking_uri("", tmp_path)
     parent = find_or_create_run(uri, "scenimefy", "sweep")
@@ -211,7 +225,7 @@ def test_stopped_trials_are_closed_as_killed_even_when_their_run_closed_itself_a
         {"trial_id": "c", "status": "COMPLETED"},
         {"trial_id": "d", "status": "ERROR"},
     ]
-    _finish_mlflow(uri, parent, table, {"trial_id": "c", "objective": 1.0}, "objective", [])
+    finish_mlflow(uri, parent, table, {"trial_id": "c", "objective": 1.0}, "objective", [])
     status = {tid: client.get_run(run_id).info.status for tid, run_id in runs.items()}
     assert status == {"a": "KILLED", "b": "KILLED", "c": "FINISHED", "d": "FAILED"}
     assert client.get_run(runs["b"]).data.tags["tune.status"] == "STOPPED_EARLY"
@@ -220,7 +234,7 @@ def test_stopped_trials_are_closed_as_killed_even_when_their_run_closed_itself_a
 
 def test_a_searched_threshold_is_a_filter_over_the_manifest_built_once(tmp_path):
     from scenimefy.demo.scenes import write_demo_dataset
-    from scenimefy.distributed.tune import selected_pairs
+    from scenimefy.distributed.tune.trial import selected_pairs
 
     data = write_demo_dataset(str(tmp_path / "demo"), n_photos=0, n_anime=0, n_pairs=4, n_test=0, size=16, seed=0)
     manifest = _write_manifest(tmp_path / "stage2", data["pairs_a"], data["pairs_b"], [3.9, 4.6, 5.1, 4.2])
@@ -266,19 +280,9 @@ def bind_tiny_evaluator() -> None:
         original = module.train_translator
 
         def train_translator(cfg, sources, steps_per_epoch, ctx):
-            import torch
-            from torch import nn
+            from tiny_priors import TinyFeatures
 
             from scenimefy.evaluation.scoring import make_epoch_evaluator
-
-            class TinyFeatures(nn.Module):
-                def __init__(self) -> None:
-                    super().__init__()
-                    torch.manual_seed(0)
-                    self.conv = nn.Conv2d(3, 8, 3, stride=2)
-
-                def forward(self, x: torch.Tensor) -> torch.Tensor:
-                    return torch.relu(self.conv(x.float() / 127.5 - 1.0)).mean(dim=(2, 3))  # (B, 8)
 
             ctx.evaluate = make_epoch_evaluator(cfg, feature_extractor=TinyFeatures())
             return original(cfg, sources, steps_per_epoch, ctx)
@@ -357,10 +361,10 @@ def ray_tune():
 
 
 def _write_manifest(stage2: Path, pairs_a: str, pairs_b: str, l_bce: list[float]) -> Path:
-    """A stage-2 manifest in `scenimefy.stages.pairs`' format, over copies of the demo pairs."""
+    """A stage-2 manifest in `scenimefy.stages.pair_manifest`'s format, over copies of the demo pairs."""
     import pandas as pd
 
-    from scenimefy.stages.pairs import MANIFEST_COLUMNS, MANIFEST_FILE
+    from scenimefy.stages.pair_manifest import MANIFEST_COLUMNS, MANIFEST_FILE
 
     rows = []
     for seed, name in enumerate(sorted(os.listdir(pairs_a))[: len(l_bce)]):

@@ -1,4 +1,5 @@
-"""Tiny random priors for tests: a re-export of `scenimefy.demo.priors` (the demo uses the same).
+"""Tiny random priors for tests: a re-export of `scenimefy.demo.priors` (the demo uses the same),
+and `TinyFeatures`, a random feature network that stands in for the FID Inception.
 
 Importing this module also keeps the Hugging Face libraries offline for the test process.
 """
@@ -6,6 +7,9 @@ Importing this module also keeps the Hugging Face libraries offline for the test
 from __future__ import annotations
 
 import os
+
+import torch
+from torch import nn
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -28,3 +32,16 @@ from scenimefy.demo.priors import (  # noqa: E402,F401
     write_tiny_clip_weights,
     write_tiny_mask2former,
 )
+
+
+class TinyFeatures(nn.Module):
+    """A random conv net instead of Inception: uint8 (B, 3, H, W) -> (B, dim) mean ReLU responses."""
+
+    def __init__(self, dim: int = 8, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.conv = nn.Conv2d(3, dim, 3, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert x.dtype == torch.uint8  # the metrics always feed uint8
+        return torch.relu(self.conv(x.float() / 127.5 - 1.0)).mean(dim=(2, 3))  # (B, dim)

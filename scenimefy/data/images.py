@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
@@ -70,6 +71,10 @@ def atomic_path(path: str | os.PathLike, *, durable: bool = True) -> Iterator[st
 
         with atomic_path("ckpt/state.pt") as tmp:
             torch.save(state, tmp)
+
+    The writer may also make a folder at the temporary path: that folder then replaces a
+    previous folder `path` as a whole (the old one is moved aside, then deleted), and is
+    removed on an exception. A folder's files are not fsynced.
     """
     path = os.fspath(path)
     directory, name = os.path.split(os.path.abspath(path))
@@ -80,6 +85,9 @@ def atomic_path(path: str | os.PathLike, *, durable: bool = True) -> Iterator[st
         yield tmp
         if not os.path.exists(tmp):
             raise FileNotFoundError(f"atomic_path: nothing was written to the temporary file for {path}")
+        if os.path.isdir(tmp):
+            _replace_dir(tmp, path)
+            return
         if durable:
             with contextlib.suppress(OSError):
                 fd = os.open(tmp, os.O_RDONLY)
@@ -89,9 +97,28 @@ def atomic_path(path: str | os.PathLike, *, durable: bool = True) -> Iterator[st
                     os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-            os.remove(tmp)
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
         raise
+
+
+def _replace_dir(new: str, dst: str) -> None:
+    """Rename folder `new` onto `dst`; an existing `dst` is moved aside first and deleted after."""
+    old = None
+    if os.path.exists(dst):
+        old = os.path.join(os.path.dirname(dst), f".{os.path.basename(dst)}.old-{uuid.uuid4().hex[:12]}")
+        os.replace(dst, old)
+    try:
+        os.replace(new, dst)
+    except BaseException:
+        if old is not None:
+            os.replace(old, dst)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _pil_format(path: str) -> str:

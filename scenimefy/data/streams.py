@@ -1,7 +1,7 @@
 """Endless, resumable batch streams for the training loop.
 
 The translator samples three independent streams: photos x, anime y and pseudo pairs
-(x^p, y^p) (SPEC.md "Unaligned sampling"). Each stream cycles over its source, reshuffled on
+(x^p, y^p) (unaligned sampling, docs/method.md). Each stream cycles over its source, reshuffled on
 every pass with a seed derived from (seed, pass). A stream's position is two integers
 (pass, batches taken in that pass), saved in checkpoints so a resumed run continues where it
 stopped instead of restarting the pass.

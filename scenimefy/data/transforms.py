@@ -1,4 +1,4 @@
-"""Training-time augmentation on uint8 batches (SPEC.md "Data").
+"""Training-time augmentation on uint8 batches (docs/method.md).
 
 Images arrive already bicubic-resized to `load_size` (the preparation step does that once).
 Here: a random crop to `crop_size` (jitter only when load_size > crop_size) and a random

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -147,7 +146,10 @@ def prepare_images(uri: str, *, size: int, cache_dir: str, what: str) -> Prepare
 def prepare_pairs(uri: str, *, size: int, cache_dir: str) -> PreparedSet:
     _fs, pairs, unmatched = match_pairs(uri)
     if unmatched:
-        warnings.warn(f"pairs folder {uri!r}: {unmatched} file(s) have no partner in the other folder and are ignored")
+        warnings.warn(
+            f"pairs folder {uri!r}: {unmatched} file(s) have no partner in the other folder and are ignored",
+            stacklevel=2,
+        )
     rows = [{"path_a": a, "path_b": b} for a, b in pairs]
     prepared = _prepare(rows, uri=uri, size=size, cache_dir=cache_dir, what="pairs", columns=("path_a", "path_b"))
     prepared.unmatched = unmatched
@@ -164,27 +166,26 @@ def _prepare(
     marker = out / MARKER
     if marker.is_file():
         return PreparedSet(**json.loads(marker.read_text()))
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     num_blocks = max(1, min(len(rows) // 64 + 1, 64))
     ds = ray.data.from_items(rows, override_num_blocks=num_blocks).map_batches(
         decode_rows, fn_kwargs={"uri": uri, "size": size, "columns": columns}, batch_size=32, num_cpus=0.5
     )
-    ds.write_parquet(str(tmp))
-    if not any(tmp.glob("*.parquet")):
-        raise ValueError(f"{what} folder {uri!r}: none of the {len(rows)} image files could be decoded")
-    done = ray.data.read_parquet(str(tmp)).select_columns([*columns, "upscaled"]).to_pandas()
+    with atomic_path(out) as tmp:  # a folder of Parquet files, replacing any unfinished one
+        ds.write_parquet(tmp)
+        if not any(Path(tmp).glob("*.parquet")):
+            raise ValueError(f"{what} folder {uri!r}: none of the {len(rows)} image files could be decoded")
+        done = ray.data.read_parquet(tmp).select_columns([*columns, "upscaled"]).to_pandas()
     kept = set(done[columns[0]].tolist())
     skipped = [r[columns[0]] for r in rows if r[columns[0]] not in kept]
     prepared = PreparedSet(
         path=str(out), num_rows=len(done), num_listed=len(rows), skipped=skipped, upscaled=int(done["upscaled"].sum())
     )
     if prepared.upscaled:
-        warnings.warn(f"{what}: {prepared.upscaled} image(s) are smaller than {size} px and were upscaled")
+        warnings.warn(
+            f"{what}: {prepared.upscaled} image(s) are smaller than {size} px and were upscaled", stacklevel=3
+        )
     if skipped:
         print(f"[data] {what}: skipped {len(skipped)} unreadable file(s) of {len(rows)}", flush=True)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
     with atomic_path(marker) as m:
         Path(m).write_text(json.dumps(prepared.__dict__))
     return prepared

@@ -30,7 +30,7 @@ from scenimefy.data.decode import ImageDecodeError, list_image_files, load_image
 from scenimefy.data.images import atomic_path, from_uint8
 from scenimefy.distributed.cluster import init_ray, local_path
 from scenimefy.distributed.tracking import RUN_NAME_TAG, MlflowTracker, find_or_create_run, resolve_tracking_uri
-from scenimefy.evaluation.metrics import DistributionMetrics, image_batches
+from scenimefy.evaluation.metrics import DistributionMetrics, fid_between_files
 from scenimefy.evaluation.scoring import (
     anime_reference,
     held_out_photos,
@@ -38,7 +38,7 @@ from scenimefy.evaluation.scoring import (
     summarize_semantic,
     tuning_objective,
 )
-from scenimefy.inference.translate import resolve_device
+from scenimefy.stages.device import resolve_device
 
 REPORT_FILE = "report.json"
 SEMANTIC_COLUMNS = ("l_bce", "n_classes", "pixel_agreement")
@@ -67,7 +67,7 @@ class SemanticScoreActor:
     def __init__(self, priors: dict, size: int, precision: str, use_gpu: bool) -> None:
         from scenimefy.priors.segmentation import SemanticScorer
 
-        device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+        device = resolve_device("cuda" if use_gpu else "cpu", cpu_fallback=True)
         self.size = size
         self.scorer = SemanticScorer.from_priors(PriorsConfig(**priors), device, precision=precision)
 
@@ -156,15 +156,16 @@ def distribution_metrics(
     anime: list[str], translations: list[str], *, priors: PriorsConfig, size: int, batch_size: int, device: torch.device
 ) -> dict:
     """FID/KID of the translations against the anime reference, both resized to `size`."""
-    metrics = DistributionMetrics(priors, device=device)
-    skipped = {}
-    for role, paths in (("real", anime), ("fake", translations)):
-        batches = image_batches(paths, size=size, batch_size=batch_size)
-        for batch in batches:
-            metrics.update(batch, real=role == "real")
-        skipped[role] = batches.num_skipped
-    result = dict(metrics.compute())
-    result.update(skipped_anime=skipped["real"], skipped_translations=skipped["fake"])
+    result = fid_between_files(
+        anime,
+        translations,
+        metrics=DistributionMetrics(priors, device=device),
+        size=size,
+        batch_size=batch_size,
+        names=("the anime reference", "the translations"),
+    )
+    del result["size"]
+    result["skipped_anime"], result["skipped_translations"] = result.pop("skipped_real"), result.pop("skipped_fake")
     return result
 
 

@@ -28,26 +28,26 @@ import numpy as np
 from scenimefy.config import Config, ConfigError, dump_yaml, flatten
 from scenimefy.distributed.cluster import init_ray, local_path, run_dir_of
 from scenimefy.distributed.tracking import MlflowTracker, find_or_create_run, resolve_tracking_uri
-from scenimefy.stages.pairs import (
+from scenimefy.stages.pair_manifest import (
     MANIFEST_FILE,
     SELECTED_DIR,
-    PairGenerator,
-    PairScorer,
-    candidate_fingerprint,
     check_disk_space,
     describe_scores,
-    inspection_grid,
-    load_candidate_rows,
-    load_generator_pair,
     manifest_frame,
     materialize_selection,
-    next_chunk_size,
     nothing_kept_error,
-    plot_score_histogram,
-    resolve_generator_path,
     select_from_manifest,
     write_candidates,
     write_parquet_atomic,
+)
+from scenimefy.stages.pair_report import inspection_grid, load_candidate_rows, plot_score_histogram
+from scenimefy.stages.pairs import (
+    PairGenerator,
+    PairScorer,
+    candidate_fingerprint,
+    generator_file,
+    load_generator_pair,
+    next_chunk_size,
 )
 
 PARTS_DIR = "manifest.parts"
@@ -96,12 +96,13 @@ def checkpoints_of(cfg: Config) -> tuple[Path, Path]:
         (p.target_checkpoint, "finetune", "pairs.target_checkpoint", "finetune"),
     ):
         if value:
-            found.append(resolve_generator_path(local_path(value), key))
+            found.append(generator_file(local_path(value), key))
             continue
         snapshot = run_dir_of(cfg) / stage / "stylegan.pt"  # the layout of scenimefy.distributed.stylegan
         if not snapshot.is_file():
             raise ValueError(
-                f"{key} is empty and {snapshot} does not exist: set {key}=<rosinality .pt> or run `scenimefy {command}` first"
+                f"{key} is empty and {snapshot} does not exist: set {key}=<rosinality .pt> "
+                f"or run `scenimefy {command}` first"
             )
         found.append(snapshot)
     return found[0], found[1]
@@ -146,9 +147,9 @@ def check_cluster_fits(cfg: Config) -> None:
         need = actors * p.gpus_per_actor
         if need > have + 1e-9:
             raise ConfigError(
-                f"stage 2 needs {need:g} GPUs ({p.generator_actors} generator + {p.segmenter_actors} Mask2Former actors x "
-                f"pairs.gpus_per_actor={p.gpus_per_actor:g}) but the cluster has {have:g}: lower pairs.gpus_per_actor "
-                f"(e.g. {have / actors:g}) or the actor counts, or set run.use_gpu=false"
+                f"stage 2 needs {need:g} GPUs ({p.generator_actors} generator + {p.segmenter_actors} Mask2Former "
+                f"actors x pairs.gpus_per_actor={p.gpus_per_actor:g}) but the cluster has {have:g}: "
+                f"lower pairs.gpus_per_actor (e.g. {have / actors:g}) or the actor counts, or set run.use_gpu=false"
             )
 
 
@@ -175,12 +176,14 @@ def describe_plan(cfg: Config) -> list[str]:
         lines.append(f"generators: not loadable yet ({e})")
     if p.num_candidates:
         lines.append(
-            f"mode: {p.num_candidates} candidates from seed {p.first_seed}, keep L_BCE < {p.bce_threshold} and >= {p.min_classes} classes"
+            f"mode: {p.num_candidates} candidates from seed {p.first_seed}, "
+            f"keep L_BCE < {p.bce_threshold} and >= {p.min_classes} classes"
         )
     else:
         cap = f", at most {p.max_candidates} candidates" if p.max_candidates else ""
         lines.append(
-            f"mode: stream seeds from {p.first_seed} until {p.target_kept} pairs are kept{cap} (chunks <= {p.chunk_size})"
+            f"mode: stream seeds from {p.first_seed} until {p.target_kept} pairs are kept{cap} "
+            f"(chunks <= {p.chunk_size})"
         )
     device = f"{p.gpus_per_actor} GPU each" if cfg.run.use_gpu else "CPU"
     lines.append(
@@ -243,7 +246,7 @@ def _actor_resources(cfg: Config) -> tuple[dict, dict, int]:
         return res, dict(res), cfg.run.torch_threads
     actors = p.generator_actors + p.segmenter_actors
     total = float(ray.cluster_resources().get("CPU", 1.0))
-    # Fractional CPUs leave room for the writer tasks (RAY.md 3.3: whole CPUs can starve them).
+    # Fractional CPUs leave room for the writer tasks (whole CPUs can starve them; docs/ray.md).
     share = max(0.05, min(1.0, (total - 2 * WRITER_CPUS) / actors))
     threads = cfg.run.torch_threads or max(1, (os.cpu_count() or 1) // actors)
     return {"num_cpus": share}, {"num_cpus": share}, threads

@@ -12,7 +12,7 @@ anyway, about 8 KB per image at 2048-d) and both torchmetrics metrics are built 
 `compute()` time on these features, through a pass-through `feature` module. This also lets
 KID's subset size follow the number of images (torchmetrics requires subset_size <= samples).
 
-Recommended protocol (REFERENCE.md 6.1): translated test images at their native 256 x 256,
+Recommended protocol (docs/method.md): translated test images at their native 256 x 256,
 the anime reference resized to 256 x 256 with PIL bicubic (`size=256`); report the choice.
 
 No Ray and no MLflow here; torchmetrics is imported only when a metric is computed.
@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from scenimefy.config import PriorsConfig
-from scenimefy.data.decode import ImageDecodeError, list_image_files, load_image, resize_square
+from scenimefy.data.decode import ImageDecodeError, load_image, resize_square
 from scenimefy.priors.loading import load_inception
 
 KID_MAX_SUBSET_SIZE = 1000  # the usual KID subset size (Binkowski et al.; torchmetrics' default)
@@ -321,42 +321,35 @@ def image_batches(paths: Sequence[str | os.PathLike], *, size: int | None, batch
     return ImageBatches(paths, size, batch_size)
 
 
-def fid_between_folders(
-    real_dir: str | os.PathLike,
-    fake_dir: str | os.PathLike,
+def fid_between_files(
+    real: Sequence[str | os.PathLike],
+    generated: Sequence[str | os.PathLike],
     *,
     metrics: DistributionMetrics,
     size: int | None,
     batch_size: int,
+    names: tuple[str, str] = ("the real images", "the generated images"),
 ) -> dict:
-    """FID/KID between two image folders (recursive), both resized to `size` unless None.
+    """FID/KID between two lists of image files, both resized to `size` unless None.
 
     `metrics` is reset first. Returns `metrics.compute()` plus `skipped_real`/`skipped_fake`
-    (counts of unreadable files) and `size`. Raises ValueError for an empty folder or a set
-    with fewer than 2 readable images.
+    (counts of unreadable files) and `size`. Raises ValueError naming the set (`names`: how
+    errors call the real and the generated set) when it has fewer than 2 readable images.
     """
-    listed = {}
-    for role, folder in (("real", real_dir), ("generated", fake_dir)):
-        files = list_image_files(folder)
-        if not files:
-            raise ValueError(f"no images in the {role} folder {os.fspath(folder)!r} (searched recursively)")
-        listed[role] = files
-
     metrics.reset()
     skipped = {}
-    for role, folder in (("real", real_dir), ("generated", fake_dir)):
-        batches = image_batches(listed[role], size=size, batch_size=batch_size)
+    for real_set, paths, name in ((True, real, names[0]), (False, generated, names[1])):
+        batches = image_batches(paths, size=size, batch_size=batch_size)
         for batch in batches:
-            metrics.update(batch, real=role == "real")
+            metrics.update(batch, real=real_set)
         if batches.num_images < 2:
             raise ValueError(
-                f"the {role} folder {os.fspath(folder)!r} has {batches.num_images} readable image(s) "
-                f"({batches.num_skipped} unreadable); FID needs at least 2"
+                f"{name} has {batches.num_images} readable image(s) ({batches.num_skipped} unreadable); "
+                "FID needs at least 2"
             )
-        skipped[role] = batches.num_skipped
-
+        skipped[real_set] = batches.num_skipped
     result = dict(metrics.compute())
-    result.update(skipped_real=skipped["real"], skipped_fake=skipped["generated"], size=size)
+    result.update(skipped_real=skipped[True], skipped_fake=skipped[False], size=size)
     return result
 
 

@@ -1,4 +1,4 @@
-"""Scoring a translator with the paper's metrics (SPEC.md "Metrics"), outside the Ray layer.
+"""Scoring a translator with the paper's metrics (docs/method.md), outside the Ray layer.
 
 - FID and KID between translated held-out photos and the anime set (`DistributionMetrics`,
   torchmetrics on the FID Inception-v3 resolved offline by `scenimefy.priors.loading`);

@@ -1,6 +1,6 @@
 """The engine behind `scenimefy translate`: load a translator generator, translate images.
 
-Differences from the authors' `test.py` (REFERENCE.md 4.11, SPEC.md): images keep their exact
+Differences from the authors' `test.py` (docs/deviations.md): images keep their exact
 size (reflect-padded to a multiple of 4 and cropped back, instead of resized), outputs are
 rounded (not truncated) to uint8, and large images can be translated in blended tiles.
 No Ray and no MLflow here.
@@ -32,6 +32,7 @@ from scenimefy.models.translator import (
     strip_wrapper_prefixes,
 )
 from scenimefy.stages.checkpoint import TRANSLATOR_SNAPSHOT_FILE, save_torch_atomic, unwrap
+from scenimefy.stages.device import resolve_device
 
 SNAPSHOT_FORMAT = "scenimefy.translator.generator"
 SNAPSHOT_VERSION = 1
@@ -464,13 +465,6 @@ def _downscale(img: Image.Image, max_side: int) -> Image.Image:
         return img
     s = max_side / max(w, h)
     return img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.BICUBIC)
-
-
-def resolve_device(name: str | torch.device) -> torch.device:
-    """`auto` -> CUDA when available, else CPU; anything else as torch understands it."""
-    if isinstance(name, str) and name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def translate_paths(

@@ -71,11 +71,15 @@ def _not_available(what: str, looked_in: Sequence[Path], field: str, reason: str
     )
 
 
-def _explicit_missing(field: str, value: str, kind: str = "file") -> PriorNotAvailable:
-    return PriorNotAvailable(
-        f"priors.{field}={value!r}: no such {kind}. Fix: point priors.{field} to an existing "
-        f"{kind}, or clear it to use priors.cache_dir"
-    )
+def _explicit_path(field: str, value: str, kind: str = "file") -> Path:
+    """The user's own copy, `priors.<field>=value`: its path, or PriorNotAvailable when it is missing."""
+    path = Path(value).expanduser()
+    if not (path.is_dir() if kind == "directory" else path.is_file()):
+        raise PriorNotAvailable(
+            f"priors.{field}={value!r}: no such {kind}. Fix: point priors.{field} to an existing "
+            f"{kind}, or clear it to use priors.cache_dir"
+        )
+    return path
 
 
 def _looks_like_path(value: str) -> bool:
@@ -198,10 +202,7 @@ def resolve_clip_weights(cfg: PriorsConfig) -> Path:
     """The open_clip weights file: clip_pretrained as a path, else cache, else download."""
     value = cfg.clip_pretrained
     if _clip_pretrained_is_path(value):
-        path = Path(value).expanduser()
-        if not path.is_file():
-            raise _explicit_missing("clip_pretrained", value)
-        return path
+        return _explicit_path("clip_pretrained", value)
 
     directory = _clip_dir(cfg)
     cached = _find_weights_file(directory)
@@ -329,10 +330,7 @@ def _hub_checkpoints(cfg: PriorsConfig) -> Path:
 def resolve_lpips_heads(cfg: PriorsConfig) -> Path:
     """LPIPS v0.1 linear heads: lpips_weights, else the cache, else the lpips package copy."""
     if cfg.lpips_weights:
-        path = Path(cfg.lpips_weights).expanduser()
-        if not path.is_file():
-            raise _explicit_missing("lpips_weights", cfg.lpips_weights)
-        return path
+        return _explicit_path("lpips_weights", cfg.lpips_weights)
     cached = resolve_cache_dir(cfg) / "lpips" / "v0.1" / f"{cfg.lpips_net}.pth"
     if cached.is_file():
         return cached
@@ -347,10 +345,7 @@ def resolve_lpips_heads(cfg: PriorsConfig) -> Path:
 def resolve_vgg16_weights(cfg: PriorsConfig) -> Path:
     """torchvision's VGG16 ImageNet file: vgg16_weights, else the cache, else download."""
     if cfg.vgg16_weights:
-        path = Path(cfg.vgg16_weights).expanduser()
-        if not path.is_file():
-            raise _explicit_missing("vgg16_weights", cfg.vgg16_weights)
-        return path
+        return _explicit_path("vgg16_weights", cfg.vgg16_weights)
     url = _vgg16_url()
     cached = _hub_checkpoints(cfg) / os.path.basename(url)
     if cached.is_file():
@@ -467,9 +462,7 @@ def resolve_mask2former(cfg: PriorsConfig) -> Path:
     """The Mask2Former checkpoint directory: a local dir, else the hub cache, else download."""
     value = cfg.mask2former
     if _looks_like_path(value):
-        directory = Path(value).expanduser()
-        if not directory.is_dir():
-            raise _explicit_missing("mask2former", value, kind="directory")
+        directory = _explicit_path("mask2former", value, kind="directory")
         check_mask2former_dir(directory)
         return directory
 
@@ -524,10 +517,7 @@ FID_INCEPTION_URLS = (
 def load_inception(cfg: PriorsConfig) -> Path:
     """Path of the FID Inception weights: inception_weights, else the cache, else download."""
     if cfg.inception_weights:
-        path = Path(cfg.inception_weights).expanduser()
-        if not path.is_file():
-            raise _explicit_missing("inception_weights", cfg.inception_weights)
-        return path
+        return _explicit_path("inception_weights", cfg.inception_weights)
     checkpoints = _hub_checkpoints(cfg)
     candidates = [checkpoints / name for name in (FID_INCEPTION_FILE, *FID_INCEPTION_ALIASES)]
     for path in candidates:

@@ -1,7 +1,7 @@
 """Stage 2's segmentation-guided selection: Mask2Former ADE20k scores and the "L_BCE" criterion.
 
 A pseudo pair (x^p, y^p) is kept when the anime image y^p keeps the photo's semantics
-(paper §3.2, REFERENCE.md 3.2-3.5):
+(paper Sec. 3.2; docs/method.md):
 
     S = class_scores(Mask2Former(to_mask2former_pixels(image)))      (B, 150, H, W)
     L_BCE = mean_{h,w} CrossEntropy(S_y^p[:, h, w] as logits, argmax_c S_x^p[:, h, w])
@@ -118,7 +118,7 @@ def colorize_labels(labels: np.ndarray | Tensor) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------
-# Mask2Former input and per-pixel class scores (REFERENCE.md 3.2, 3.3, 3.5)
+# Mask2Former input and per-pixel class scores
 
 
 MASK2FORMER_PIXEL_MEAN = (123.675, 116.28, 103.53)  # ImageNet RGB mean on the 0..255 scale
@@ -177,7 +177,7 @@ def label_map(scores: Tensor) -> Tensor:
 
 
 # ----------------------------------------------------------------------------------------
-# The selection criterion (REFERENCE.md 3.4)
+# The selection criterion (paper Sec. 3.2)
 
 
 def _check_pair(scores_anime: Tensor, scores_photo: Tensor, name: str) -> None:
