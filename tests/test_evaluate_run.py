@@ -210,6 +210,7 @@ def test_evaluate_a_checkpoint_writes_the_report_and_an_mlflow_child_run(
         f"run.output_dir={tmp_path / 'runs'}",
         "run.name=trained",
         "evaluate.max_images=4",
+        "run.use_gpu=false",  # the default preset (paper) asks for GPUs
         *[f"priors.{k}={v}" for k, v in vars(priors).items()],
     ]
     # the training run this checkpoint came from, already in the MLflow store

@@ -228,7 +228,9 @@ def test_workload_whose_module_is_missing_names_it(monkeypatch):
     command.add_arguments = lambda p: add_workload_options(p, "x=1")
     command.run = lambda cfg, args: None
     monkeypatch.setitem(WORKLOADS, "ghost", Workload(command, "scenimefy.distributed.ghost", lambda c: 0))
-    with pytest.raises(WorkloadUnavailable, match=r"needs scenimefy/distributed/ghost.py.*available now: .*train"):
+    with pytest.raises(
+        WorkloadUnavailable, match=r"needs the module scenimefy.distributed.ghost.*available now: .*train"
+    ):
         check_available("ghost")
     assert job_main("ghost", ["--config", "tiny"]) == 2
 

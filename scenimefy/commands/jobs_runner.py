@@ -113,10 +113,11 @@ def available(name: str) -> bool:
 def check_available(name: str) -> None:
     """Fail with the missing module named, listing the workloads that can run now."""
     if not available(name):
-        path = workload(name).driver.replace(".", "/") + ".py"
+        module = workload(name).driver
         ready = ", ".join(n for n in WORKLOADS if available(n))
         raise WorkloadUnavailable(
-            f"workload {name!r} needs {path}, which this checkout does not have yet; workloads available now: {ready}"
+            f"workload {name!r} needs the module {module}, which this checkout does not have; "
+            f"workloads available now: {ready}"
         )
 
 

@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from scenimefy.stages.pairs import materialize_selection
+    from scenimefy.stages.pair_manifest import materialize_selection
 
     result = materialize_selection(
         args.manifest, threshold=args.threshold, min_classes=args.min_classes, out_dir=args.out, limit=args.limit

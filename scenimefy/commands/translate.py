@@ -62,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     from scenimefy.config import load_config
 
     tr = load_config(args.config, args.overrides).translate
-    from scenimefy.inference.translate import load_translator, resolve_device, translate_paths
+    from scenimefy.inference.translate import load_translator, translate_paths
+    from scenimefy.stages.device import resolve_device
 
     device = resolve_device(args.device or tr.device)
     generator = load_translator(args.checkpoint, device)

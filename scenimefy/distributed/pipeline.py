@@ -93,7 +93,7 @@ def stage_outputs(cfg: Config, stage: str) -> dict[str, str]:
     outputs = {PRODUCES[stage]: str(artifact_path(cfg, PRODUCES[stage]))}
     if stage == PAIRS:
         from scenimefy.distributed.pairs import stage_dir_of
-        from scenimefy.stages.pairs import MANIFEST_FILE
+        from scenimefy.stages.pair_manifest import MANIFEST_FILE
 
         outputs["manifest"] = str(stage_dir_of(cfg) / MANIFEST_FILE)
     return outputs

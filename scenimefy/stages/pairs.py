@@ -44,7 +44,6 @@ from scenimefy.stages.device import resolve_device
 from scenimefy.stages.host import configure_process
 
 # Re-exported for the callers that import them from this module (commands/pairs.py, distributed/pipeline.py).
-from scenimefy.stages.pair_manifest import MANIFEST_FILE, materialize_selection  # noqa: F401
 from scenimefy.stages.stylegan import resolve_snapshot_path
 
 MEAN_LATENT_SEED = 0  # w_mean's z are drawn from this seed: every actor gets the same w_mean
