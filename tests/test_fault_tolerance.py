@@ -137,7 +137,8 @@ def test_killed_worker_resumes_from_last_checkpoint():
         with open(log, "wb") as out:
             submit = subprocess.Popen(
                 cmd, stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1],
-                env=quiet_env(MLFLOW_TRACKING_URI=mlflow_server.uri), start_new_session=True, preexec_fn=die_with_parent,
+                env=quiet_env(MLFLOW_TRACKING_URI=mlflow_server.uri), start_new_session=True,
+                preexec_fn=die_with_parent,
             )  # fmt: skip
         client = MlflowClient(mlflow_server.uri)
         storage = root / "out" / "ray" / RUN_NAME
@@ -202,9 +203,10 @@ def test_killed_worker_resumes_from_last_checkpoint():
         assert {"generator.pt", "config.yaml"} <= artifacts
         history = sorted(client.get_metric_history(run_id, "loss_G"), key=lambda m: m.timestamp)
         after_kill = [m.timestamp for m in history if m.timestamp > killed_ms + 1000]
+        first_s = (history[0].timestamp - submitted_ms) / 1000
         print(
-            f"\n[fault tolerance] head + mlflow ready {ready_s:.0f} s; first step {(history[0].timestamp - submitted_ms) / 1000:.0f} s "
-            f"after submit; killed at {killed_s:.0f} s (checkpoint {ckpt_at_kill}, step {reached_before_kill}); first step "
+            f"\n[fault tolerance] head + mlflow ready {ready_s:.0f} s; first step {first_s:.0f} s after submit; "
+            f"killed at {killed_s:.0f} s (checkpoint {ckpt_at_kill}, step {reached_before_kill}); first step "
             f"after the kill +{(after_kill[0] - killed_ms) / 1000:.0f} s, resumed from {resumed}; done at "
             f"{time.monotonic() - started:.0f} s"
         )

@@ -6,12 +6,11 @@ import sys
 import numpy as np
 import pytest
 import torch
-from stage_recorder import Recorder
+from stage_recorder import MemoryTracker, Recorder
 from tiny_priors import tiny_priors_config
 
 from scenimefy.config import load_config
 from scenimefy.data.streams import ArraySource
-from scenimefy.distributed.tracking import MemoryTracker
 from scenimefy.models.rosinality import load_rosinality_checkpoint, save_rosinality_checkpoint
 from scenimefy.models.stylegan2 import freeze_for_finetuning
 from scenimefy.priors.loading import PriorNotAvailable
@@ -382,7 +381,10 @@ def test_a_folder_with_too_few_images_for_the_batch_is_an_error(tmp_path):
     )
     with pytest.raises(
         ValueError,
-        match="photos: 3 usable image\\(s\\) give each of 2 worker\\(s\\) 1, fewer than pretrain.batch_size_per_worker=2 \\(global batch 4\\)",
+        match=(
+            "photos: 3 usable image\\(s\\) give each of 2 worker\\(s\\) 1, "
+            "fewer than pretrain.batch_size_per_worker=2 \\(global batch 4\\)"
+        ),
     ):
         preflight(cfg, "pretrain")
     cfg = load_config(None, [*PRETRAIN, f"data.photos={tmp_path}", "run.num_workers=1"])

@@ -3,11 +3,10 @@
 import numpy as np
 import pytest
 import torch
-from stage_recorder import Recorder
+from stage_recorder import MemoryTracker, Recorder
 
 from scenimefy.config import load_config
 from scenimefy.data.streams import ArraySource
-from scenimefy.distributed.tracking import MemoryTracker
 from scenimefy.stages.translator import (
     TranslatorNets,
     assemble_nets,

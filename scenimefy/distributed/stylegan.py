@@ -80,7 +80,8 @@ def finetune_source_of(cfg: Config) -> Path:
     if not path.is_file():
         raise ValueError(
             f"no source generator: finetune.source_checkpoint is empty and {path} does not exist. "
-            "Set finetune.source_checkpoint=lhq-220000.pt (or any stage-0 stylegan.pt), or run `scenimefy pretrain` first"
+            "Set finetune.source_checkpoint=lhq-220000.pt (or any stage-0 stylegan.pt), "
+            "or run `scenimefy pretrain` first"
         )
     return path
 

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
-from scenimefy.distributed.tracking import NullTracker
+from scenimefy.stages.tracker import NullTracker
 
 
 def _no_report(metrics: dict, checkpoint_dir: str | None = None) -> None:

@@ -45,6 +45,7 @@ from scenimefy.losses.stylegan import (
 )
 from scenimefy.models.rosinality import build_from_rosinality, load_rosinality_checkpoint, save_rosinality_checkpoint
 from scenimefy.models.stylegan2 import Discriminator, Generator, freeze_for_finetuning
+from scenimefy.models.utils import set_requires_grad
 from scenimefy.stages import checkpoint as ckpt
 from scenimefy.stages.checkpoint import STYLEGAN_SNAPSHOT_FILE
 from scenimefy.stages.context import (
@@ -112,11 +113,6 @@ def check_batch_size(batch_size_per_worker: int, key: str) -> None:
             f"{key}={b}: the discriminator's minibatch-stddev groups {STDDEV_GROUP} images, so the "
             f"per-worker batch must be 1..{STDDEV_GROUP} or a multiple of {STDDEV_GROUP}"
         )
-
-
-def set_requires_grad(module: nn.Module, flag: bool) -> None:
-    for p in module.parameters():
-        p.requires_grad_(flag)
 
 
 @dataclass
@@ -464,21 +460,12 @@ def source_networks(source_state: dict, s: StyleGANConfig) -> tuple[Generator, D
 
 
 def check_arch(saved: dict, cfg: Config, extra: dict[str, Any] | None = None) -> None:
-    """On resume the architecture comes from the checkpoint; a conflicting config is an error."""
-    diffs = [
-        f"stylegan.{name}: checkpoint {saved['stylegan'].get(name)!r} vs config {getattr(cfg.stylegan, name)!r}"
-        for name in ARCH_FIELDS
-        if saved["stylegan"].get(name) != getattr(cfg.stylegan, name)
-    ]
-    for key, (old, new) in (extra or {}).items():
-        if old != new:
-            diffs.append(f"{key}: checkpoint {old!r} vs config {new!r}")
-    if diffs:
-        raise ValueError(
-            "cannot resume: the checkpoint's architecture differs from the config ("
-            + "; ".join(diffs)
-            + "). Drop these overrides, or start a new run with another run.name"
-        )
+    """On resume the architecture comes from the checkpoint; a conflicting config is an error.
+
+    ``extra``: more keys to compare, as ``{key: (checkpoint value, config value)}``.
+    """
+    pairs = {f"stylegan.{name}": (saved["stylegan"].get(name), getattr(cfg.stylegan, name)) for name in ARCH_FIELDS}
+    ckpt.check_same_architecture({**pairs, **(extra or {})})
 
 
 # ----------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from scenimefy.data.transforms import random_crop_flip
 from scenimefy.inference.translate import load_translator, save_translator_snapshot
 from scenimefy.losses import hard_negative_weights, hdce_loss_layers, lsgan_loss, src_loss_layers, style_patch_nce
 from scenimefy.models.translator import PatchGANDiscriminator, PatchProjection, ResnetGenerator, load_generator_state
+from scenimefy.models.utils import set_requires_grad
 from scenimefy.stages import checkpoint as ckpt
 from scenimefy.stages.context import (
     WorkerContext,
@@ -128,11 +129,6 @@ def assemble_nets(
         wrapped.update({name: torch.compile(wrapped[name], **options) for name in frozen})
         frozen = {name: torch.compile(m, **options) for name, m in frozen.items()}
     return TranslatorNets(**wrapped, optimizers=optimizers, schedulers=schedulers, frozen=frozen)
-
-
-def set_requires_grad(module: nn.Module, flag: bool) -> None:
-    for p in module.parameters():
-        p.requires_grad_(flag)
 
 
 # ----------------------------------------------------------------------------------------
@@ -271,19 +267,9 @@ def sample_grid(
 
 def check_arch(saved: dict, current: TranslatorConfig) -> None:
     """On resume the architecture comes from the checkpoint; a conflicting config is an error."""
-    diffs = []
-    for name in ARCH_FIELDS:
-        old, new = saved.get(name), getattr(current, name)
-        if isinstance(new, tuple):
-            old = tuple(old) if old is not None else None
-        if old != new:
-            diffs.append(f"translator.{name}: checkpoint {old!r} vs config {new!r}")
-    if diffs:
-        raise ValueError(
-            "cannot resume: the checkpoint's architecture differs from the config ("
-            + "; ".join(diffs)
-            + "). Drop these overrides, or start a new run with another run.name"
-        )
+    ckpt.check_same_architecture(
+        {f"translator.{name}": (saved.get(name), getattr(current, name)) for name in ARCH_FIELDS}
+    )
 
 
 def _batch_to_tensors(
