@@ -19,8 +19,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import tempfile
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,11 +51,11 @@ from scenimefy.stages.context import (
     WorkerContext,
     assert_ranks_identical,
     gather_per_rank,
-    mean_across_ranks,
     own_entry,
     rank_checksums,
 )
 from scenimefy.stages.host import configure_process
+from scenimefy.stages.loop import Cadence, StageLoop, report_metrics
 
 ARCH_FIELDS = ("size", "latent_dim", "n_mlp", "channel_multiplier", "channel_base", "channel_max")
 STDDEV_GROUP = Discriminator.stddev_group
@@ -472,20 +471,9 @@ def check_arch(saved: dict, cfg: Config, extra: dict[str, Any] | None = None) ->
 # What the two loops share
 
 
-def _crossed(before: int, after: int, every_images: int) -> bool:
-    """True when an interval boundary lies in (before, after]."""
-    return every_images > 0 and before // every_images != after // every_images
-
-
 def _images(kimg: float) -> int:
     """kimg -> images, exactly (0.012 kimg is 12 images, not 12.000000000000002)."""
     return round(kimg * 1000)
-
-
-def _window_mean(window: list[dict[str, float]]) -> dict[str, float]:
-    """Per key, the mean over the steps that report it (regularisers report at intervals)."""
-    keys = sorted({k for m in window for k in m})
-    return {k: float(np.mean([m[k] for m in window if k in m])) for k in keys}
 
 
 def _real_batch(stream: Stream, *, size: int, flip: bool, generator: torch.Generator, device: torch.device) -> Tensor:
@@ -498,27 +486,20 @@ def _setup(run: RunConfig, device: torch.device) -> None:
     configure_process(device, torch_threads=run.torch_threads, keep_heap=run.cpu_keep_heap)
 
 
-def _save_checkpoint(
-    ctx: WorkerContext,
-    cfg: Config,
-    stage: str,
-    nets: StyleGANNets,
-    progress: dict,
-    stream: Stream,
-    metrics: dict[str, float],
-) -> None:
-    """Every rank: consistency check and gathers; rank 0 writes state.pt + stylegan.pt + config.yaml."""
+def _checkpoint_writer(
+    ctx: WorkerContext, cfg: Config, stage: str, nets: StyleGANNets, progress: dict, stream: Stream
+) -> Callable[[str], None]:
+    """Every rank: consistency check and gathers; rank 0 runs the returned writer, which writes
+    state.pt + stylegan.pt + config.yaml into a directory."""
     modules = {"G": ckpt.unwrap(nets.G), "D": ckpt.unwrap(nets.D), "G_ema": nets.G_ema}
     assert_ranks_identical(modules)
     rng_states = gather_per_rank(ckpt.rng_state())
     path_means = gather_per_rank(float(nets.mean_path_length))
-    if not ctx.is_main:
-        ctx.report(metrics, None)
-        return
-    models = {name: m.state_dict() for name, m in modules.items()}
-    if nets.G_s is not None:
-        models["G_s"] = nets.G_s.state_dict()
-    with tempfile.TemporaryDirectory(prefix="scenimefy-ckpt-") as d:
+
+    def write(d: str) -> None:
+        models = {name: m.state_dict() for name, m in modules.items()}
+        if nets.G_s is not None:
+            models["G_s"] = nets.G_s.state_dict()
         ckpt.save_state(
             d,
             {
@@ -543,7 +524,8 @@ def _save_checkpoint(
             rosinality_args(cfg, stage, progress, ctx.world_size),
         )
         (Path(d) / ckpt.CONFIG_FILE).write_text(dump_yaml(cfg))
-        ctx.report(metrics, d)
+
+    return write
 
 
 def _load_resume_state(resume_dir: str, stage: str, cfg: Config, extra: dict[str, Any] | None = None) -> dict:
@@ -640,48 +622,47 @@ def train_pretrain(cfg: Config, sources: dict[str, BatchSource], ctx: WorkerCont
     # Data: one endless stream, positioned where the checkpoint left it.
     stream = Stream(sources["photos"], "photos", position)
     z_samples = fixed_latents(SAMPLE_GRID[0] * SAMPLE_GRID[1], s.latent_dim, run.seed)
-    log_every_images, sample_every_images, checkpoint_every_images = (
-        _images(p.log_every_kimg), _images(p.sample_every_kimg), _images(p.checkpoint_every_kimg)
-    )  # fmt: skip
+    loop = StageLoop(
+        ctx,
+        Cadence(
+            log_every=_images(p.log_every_kimg),
+            sample_every=_images(p.sample_every_kimg),
+            checkpoint_every=_images(p.checkpoint_every_kimg),
+        ),
+    )
 
-    # Train.
+    # Train. Intervals count images; a report goes out with each checkpoint.
     last: dict[str, float] = {}
-    window: list[dict[str, float]] = []
-    tick, images_in_window = time.perf_counter(), 0
     while progress["num_images_seen"] < target_images:
         step, before = progress["step"], progress["num_images_seen"]
         gen = ckpt.step_generator(run.seed, ctx.rank, step)
         real = _real_batch(stream, size=s.size, flip=p.flip, generator=gen, device=device)
         metrics = pretrain_step(nets, real, p=p, step=step, generator=gen, ema_decay=ema_decay, autocast=autocast)
-        progress["step"] = step + 1
+        progress["step"] = done = step + 1
         progress["num_images_seen"] = after = before + global_batch
-        window.append(metrics)
-        images_in_window += global_batch
-        finished = after >= target_images
-        stop_now = finished or ctx.should_stop()
+        loop.add(metrics, global_batch)
+        stop_now = after >= target_images or ctx.should_stop()
+        due = loop.due(before, after, last=stop_now)
 
-        # Report: metrics averaged over the window and across ranks.
-        if _crossed(before, after, log_every_images) or stop_now:
-            elapsed = time.perf_counter() - tick
-            last = mean_across_ranks(_window_mean(window))
-            last.update(
-                sec_per_kimg=elapsed / (images_in_window / 1000),
-                kimg=after / 1000,
-                step=float(progress["step"]),
+        if due.log:  # metrics averaged over the window and across ranks
+            stats = loop.flush()
+            last = {
+                **stats.means,
+                "sec_per_kimg": stats.seconds / (stats.images / 1000),
+                "kimg": after / 1000,
+                "step": float(done),
+            }
+            loop.log(
+                last,
+                done,
+                f"[pretrain] kimg {after / 1000:.3f}/{p.total_kimg} step {done} "
+                f"G {last['loss_G']:.3f} D {last['loss_D']:.3f} {last['sec_per_kimg']:.1f} s/kimg",
             )
-            ctx.tracker.log_metrics(last, step=progress["step"])
-            if ctx.is_main:
-                print(
-                    f"[pretrain] kimg {after / 1000:.3f}/{p.total_kimg} step {progress['step']} "
-                    f"G {last['loss_G']:.3f} D {last['loss_D']:.3f} "
-                    f"{last['sec_per_kimg']:.1f} s/kimg",
-                    flush=True,
-                )
-            window, images_in_window, tick = [], 0, time.perf_counter()
-        if ctx.is_main and _crossed(before, after, sample_every_images):
+        if ctx.is_main and due.sample:
             ctx.tracker.log_image(pretrain_samples(G_ema, z_samples), f"samples/kimg_{after / 1000:010.3f}.png")
-        if _crossed(before, after, checkpoint_every_images) or stop_now:
-            _save_checkpoint(ctx, cfg, "pretrain", nets, progress, stream, {**last, "step": float(progress["step"])})
+        if due.report:
+            writer = _checkpoint_writer(ctx, cfg, "pretrain", nets, progress, stream) if due.checkpoint else None
+            loop.report(report_metrics(last, step=done), writer)
         if stop_now:
             break
 
@@ -784,10 +765,15 @@ def train_finetune(
     stream = Stream(sources["anime"], "anime", position)
     z_samples = fixed_latents(SAMPLE_PAIRS, s.latent_dim, run.seed)
 
-    # Train.
+    loop = StageLoop(
+        ctx,
+        Cadence(
+            log_every=f.log_every_steps, sample_every=f.sample_every_steps, checkpoint_every=f.checkpoint_every_steps
+        ),
+    )
+
+    # Train. Intervals count iterations; a report goes out with each checkpoint.
     last: dict[str, float] = {}
-    window: list[dict[str, float]] = []
-    tick = time.perf_counter()
     while progress["step"] < f.iterations:
         step = progress["step"]
         gen = ckpt.step_generator(run.seed, ctx.rank, step)
@@ -797,25 +783,24 @@ def train_finetune(
         )
         progress["step"] = done = step + 1
         progress["num_images_seen"] += global_batch
-        window.append(metrics)
+        loop.add(metrics, global_batch)
         stop_now = done >= f.iterations or ctx.should_stop()
+        due = loop.due(step, done, last=stop_now)
 
-        if (f.log_every_steps and done % f.log_every_steps == 0) or stop_now:
-            elapsed = time.perf_counter() - tick
-            last = mean_across_ranks(_window_mean(window))
-            last.update(it_per_s=len(window) / max(elapsed, 1e-9), step=float(done))
-            ctx.tracker.log_metrics(last, step=done)
-            if ctx.is_main:
-                print(
-                    f"[finetune] iteration {done}/{f.iterations} G {last['loss_G']:.3f} D {last['loss_D']:.3f} "
-                    f"clip {last['loss_clip']:.3f} patch {last['loss_patch']:.3f} {last['it_per_s']:.2f} it/s",
-                    flush=True,
-                )
-            window, tick = [], time.perf_counter()
-        if ctx.is_main and f.sample_every_steps and done % f.sample_every_steps == 0:
+        if due.log:
+            stats = loop.flush()
+            last = {**stats.means, "it_per_s": stats.steps / stats.seconds, "step": float(done)}
+            loop.log(
+                last,
+                done,
+                f"[finetune] iteration {done}/{f.iterations} G {last['loss_G']:.3f} D {last['loss_D']:.3f} "
+                f"clip {last['loss_clip']:.3f} patch {last['loss_patch']:.3f} {last['it_per_s']:.2f} it/s",
+            )
+        if ctx.is_main and due.sample:
             ctx.tracker.log_image(finetune_samples(G_s, G_ema, z_samples), f"samples/step_{done:07d}.png")
-        if (f.checkpoint_every_steps and done % f.checkpoint_every_steps == 0) or stop_now:
-            _save_checkpoint(ctx, cfg, "finetune", nets, progress, stream, {**last, "step": float(done)})
+        if due.report:
+            writer = _checkpoint_writer(ctx, cfg, "finetune", nets, progress, stream) if due.checkpoint else None
+            loop.report(report_metrics(last, step=done), writer)
         if stop_now:
             break
 

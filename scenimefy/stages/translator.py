@@ -8,8 +8,6 @@ through a `WorkerContext`.
 
 from __future__ import annotations
 
-import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,11 +31,11 @@ from scenimefy.stages.context import (
     assert_ranks_identical,
     broadcast_from_main,
     gather_per_rank,
-    mean_across_ranks,
     own_entry,
     rank_checksums,
 )
 from scenimefy.stages.host import configure_process
+from scenimefy.stages.loop import Cadence, StageLoop, report_metrics
 from scenimefy.stages.schedules import hdce_gamma_schedule, lambda_sup_schedule, lr_factor
 
 ARCH_FIELDS = ("ngf", "n_blocks", "ndf", "n_layers_d", "nce_layers", "head_dim")
@@ -345,13 +343,12 @@ def train_translator(
     streams = {name: Stream(src, name, positions[name]) for name, src in sources.items()}
     crop = cfg.data.crop_size
 
-    def save_checkpoint(metrics: dict[str, float]) -> None:
+    def checkpoint_writer() -> Callable[[str], None]:
+        """Every rank: the consistency check and the RNG gather; rank 0 runs the returned writer."""
         assert_ranks_identical(bare)
         rng_states = gather_per_rank(ckpt.rng_state())
-        if not ctx.is_main:
-            ctx.report(metrics, None)
-            return
-        with tempfile.TemporaryDirectory(prefix="scenimefy-ckpt-") as d:
+
+        def write(d: str) -> None:
             ckpt.save_state(
                 d,
                 {
@@ -370,14 +367,25 @@ def train_translator(
             )
             save_translator_snapshot(Path(d) / ckpt.TRANSLATOR_SNAPSHOT_FILE, bare["G"], to_dict(cfg))
             (Path(d) / ckpt.CONFIG_FILE).write_text(dump_yaml(cfg))
-            ctx.report(metrics, d)
 
-    # Train.
+        return write
+
+    # Train. Checkpoints every checkpoint_every_steps and at each epoch end; a report at each
+    # epoch end (with the evaluation scores when evaluating) and with each checkpoint.
+    loop = StageLoop(
+        ctx,
+        Cadence(
+            log_every=t.log_every_steps,
+            sample_every=t.sample_every_steps,
+            checkpoint_every=t.checkpoint_every_steps,
+            checkpoint_at_epoch_ends=True,
+            report_at_epoch_ends=True,
+            evaluate_every_epochs=max(1, cfg.evaluate.every_epochs) if ctx.evaluate is not None else 0,
+            last_epoch=total_epochs,
+        ),
+    )
     last: dict[str, float] = {}
     evaluation: dict[str, float] = dict(state.get("evaluation", {})) if state is not None else {}
-    eval_every = max(1, cfg.evaluate.every_epochs)
-    window: list[dict[str, float]] = []
-    tick, images_in_window = time.perf_counter(), 0
     stopped = False
     while progress["epoch"] <= total_epochs and not stopped:
         epoch = progress["epoch"]
@@ -395,59 +403,60 @@ def train_translator(
             metrics, images = translator_step(
                 nets, x, y, xp, yp, t=t, epoch=epoch, total_epochs=total_epochs, generator=gen, autocast=autocast
             )
-            progress["step"] = step + 1
+            progress["step"] = done = step + 1
             progress["num_images_seen"] += x.shape[0] * ctx.world_size
-            window.append(metrics)
-            images_in_window += x.shape[0] * ctx.world_size
-            done = progress["step"]
+            loop.add(metrics, x.shape[0] * ctx.world_size)
+            end_of_epoch = done == epoch * steps_per_epoch
+            stopped = bool(t.max_steps and done >= t.max_steps) or ctx.should_stop()
+            due = loop.due(
+                step,
+                done,
+                epoch=epoch if end_of_epoch else None,
+                last=stopped or (end_of_epoch and epoch == total_epochs),
+            )
 
-            # Report at intervals: metrics averaged over the window and across ranks.
-            if done % t.log_every_steps == 0 or done == t.max_steps:
-                elapsed = time.perf_counter() - tick
-                last = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
-                last = mean_across_ranks(last)
-                last.update(
-                    img_per_s=images_in_window / max(elapsed, 1e-9),
-                    lr=optimizers["G"].param_groups[0]["lr"],
-                    epoch=float(epoch),
-                    step=float(done),
+            if due.log:  # metrics averaged over the window and across ranks
+                stats = loop.flush()
+                last = {
+                    **stats.means,
+                    "img_per_s": stats.images / stats.seconds,
+                    "lr": optimizers["G"].param_groups[0]["lr"],
+                    "epoch": float(epoch),
+                    "step": float(done),
+                }
+                loop.log(
+                    last,
+                    done,
+                    f"[translator] epoch {epoch}/{total_epochs} step {done} "
+                    f"({done - (epoch - 1) * steps_per_epoch}/{steps_per_epoch}) "
+                    f"G {last['loss_G']:.3f} D_U {last['loss_D_U']:.3f} D_P {last['loss_D_P']:.3f} "
+                    f"lambda_sup {last['lambda_sup']:.3f} {last['img_per_s']:.2f} img/s",
                 )
-                ctx.tracker.log_metrics(last, step=done)
-                if ctx.is_main:
-                    print(
-                        f"[translator] epoch {epoch}/{total_epochs} step {done} "
-                        f"({done - (epoch - 1) * steps_per_epoch}/{steps_per_epoch}) "
-                        f"G {last['loss_G']:.3f} D_U {last['loss_D_U']:.3f} D_P {last['loss_D_P']:.3f} "
-                        f"lambda_sup {last['lambda_sup']:.3f} {last['img_per_s']:.2f} img/s",
-                        flush=True,
-                    )
-                window, images_in_window, tick = [], 0, time.perf_counter()
-            if ctx.is_main and t.sample_every_steps and done % t.sample_every_steps == 0:
+            if ctx.is_main and due.sample:
                 ctx.tracker.log_image(
                     sample_grid(x, images["fake_x"], xp, images["fake_xp"], yp), f"samples/step_{done:07d}.png"
                 )
-            end_of_epoch = done == epoch * steps_per_epoch
-            if end_of_epoch and ctx.evaluate is not None and (epoch % eval_every == 0 or epoch == total_epochs):
+            if due.evaluate:
                 # rank 0 scores the generator; every rank reports the same values (Tune/ASHA read them)
                 scores = ctx.evaluate(bare["G"], epoch) if ctx.is_main else {}
                 evaluation = broadcast_from_main(scores)
                 ctx.tracker.log_metrics(evaluation, step=done)
-            last.update(evaluation)
             if end_of_epoch:
                 for s in schedulers.values():
                     s.step()
                 progress["epoch"] = epoch + 1
-            stop_now = (t.max_steps and done >= t.max_steps) or ctx.should_stop()
-            if end_of_epoch or done % t.checkpoint_every_steps == 0 or stop_now:
-                save_checkpoint({**last, "step": float(done), "epoch": float(epoch)})
-            if stop_now:
-                stopped = True
+            if due.report:
+                loop.report(
+                    report_metrics(last, step=done, epoch=due.epoch, scores=evaluation),
+                    checkpoint_writer() if due.checkpoint else None,
+                )
+            if stopped:
                 break
 
     return {
         "step": progress["step"],
         "epoch": progress["epoch"],
         "resumed_from_step": state["progress"]["step"] if state is not None else None,
-        "metrics": last,
+        "metrics": {**last, **evaluation},
         "rank_checksums": rank_checksums(bare),
     }
