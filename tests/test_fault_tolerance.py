@@ -227,8 +227,8 @@ def test_killed_worker_resumes_from_last_checkpoint():
 
 
 def test_each_rank_reads_its_own_copy_of_a_remote_checkpoint(tmp_path):
-    # Ray hands every rank the same Checkpoint; its to_directory() folder is shared, and a rank
-    # that downloads late rewrote the files another rank was loading (a flaky resume).
+    # Ray hands every rank the same Checkpoint; its to_directory() folder is shared, so a rank
+    # that downloads late would rewrite the files another rank is loading.
     import pickle
 
     import pyarrow.fs

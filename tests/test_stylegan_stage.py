@@ -62,7 +62,7 @@ FINETUNE = [
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    """The loops run with run.torch_threads=1; the bare steps too (2 shared cores, RAY.md 7)."""
+    """The loops run with run.torch_threads=1; the bare steps too (test machines share few cores)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -225,7 +225,7 @@ def test_evaluation_hook_runs_at_epoch_ends_and_reaches_reports():
 
 
 def test_bf16_precision_autocasts_the_cpu_loop_and_keeps_fp32_weights():
-    """translator.precision=bf16 applies on the CPU too (BENCHMARKS.md: 1.2-1.3x on AVX512-BF16)."""
+    """translator.precision=bf16 applies on the CPU too (it pays where the CPU has AVX512-BF16)."""
     losses = {}
     for precision in ("fp32", "bf16"):
         cfg = load_config(

@@ -29,7 +29,7 @@ def init_ray(*, num_cpus_needed: float = 0) -> None:
     """Join the cluster named by RAY_ADDRESS (or a job's cluster), else start a local one.
 
     A local cluster gets at least `num_cpus_needed` logical CPUs, so Train workers plus Ray
-    Data tasks never starve each other on a small machine (RAY.md 0.4). It runs the dashboard:
+    Data tasks never starve each other on a small machine (docs/ray.md). It runs the dashboard:
     Ray Train's placement-group cleaner polls the State API behind it (without it the cleaner
     prints a warning every few seconds and cannot free a stopped run's resources), and users
     get the dashboard at http://127.0.0.1:8265.
@@ -61,7 +61,7 @@ def local_path(path: str) -> str:
 
 
 def ddp_kwargs() -> dict:
-    """No buffer sync: our buffers are constant blur kernels (RAY.md 0.5)."""
+    """No buffer sync: our buffers are constant blur kernels (docs/ray.md)."""
     from torch.nn.parallel import DistributedDataParallel
 
     params = inspect.signature(DistributedDataParallel.__init__).parameters

@@ -8,7 +8,7 @@ through a `WorkerContext`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,6 +132,24 @@ def assemble_nets(
 # ----------------------------------------------------------------------------------------
 # One optimisation step
 
+# Patch positions for one PatchProjection call: the tap features (B, C, H, W) -> one (P,) int64
+# tensor of flat positions per tap, shared by the whole batch.
+PatchSampler = Callable[[Sequence[torch.Tensor]], list[torch.Tensor]]
+
+
+def random_patch_sampler(num_patches: int, generator: torch.Generator) -> PatchSampler:
+    """The default: per tap, the first min(num_patches, H*W) of a CPU ``randperm(H*W)`` drawn
+    from `generator`, the draw `PatchProjection` makes itself (CUT's PatchSampleF)."""
+
+    def sample(feats: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        ids = []
+        for feat in feats:
+            h, w = feat.shape[-2:]
+            ids.append(torch.randperm(h * w, generator=generator)[: min(num_patches, h * w)])
+        return ids
+
+    return sample
+
 
 def translator_step(
     nets: TranslatorNets,
@@ -145,12 +163,17 @@ def translator_step(
     total_epochs: int,
     generator: torch.Generator,
     autocast: bool = False,
+    patch_sampler: PatchSampler | None = None,
 ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
-    """D_U step, D_P step, then G + F + F_s step (SPEC.md stage 3, Eq. 8).
+    """D_U step, D_P step, then G + F + F_s step (paper Eq. 8; docs/method.md).
 
     x (B,3,S,S) photos, y anime frames, (xp, yp) a pseudo pair, all in [-1, 1].
+    `patch_sampler` gives the patch positions of the contrastive losses: called once for the
+    unsupervised branch (SRC, hDCE), then once for StylePatchNCE; by default
+    `random_patch_sampler(t.num_patches, generator)`, the step's only use of `generator`.
     Returns detached scalar metrics and the translated images (for sample grids).
     """
+    sample_patches = patch_sampler or random_patch_sampler(t.num_patches, generator)
     b, layers = x.shape[0], list(t.nce_layers)
     device_type = x.device.type
     amp = torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast)
@@ -203,7 +226,9 @@ def translator_step(
         fake_feats = nets.G(torch.cat([fakes_u, fake_xp]), layers=layers, encode_only=True)
 
         # Unsupervised branch: queries from G(x) (and G(y)), keys from x (and y), same positions.
-        q_all, ids = nets.F([f[:n_u].float() for f in fake_feats], t.num_patches, generator=generator)
+        queries = [f[:n_u].float() for f in fake_feats]
+        ids = sample_patches(queries)
+        q_all, ids = nets.F(queries, t.num_patches, patch_ids=ids)
         with torch.no_grad():
             k_all, _ = nets.F([f[:n_u].detach().float() for f in real_feats], t.num_patches, patch_ids=ids)
         q_x, k_x = [q[:b] for q in q_all], [k[:b] for k in k_all]
@@ -219,7 +244,8 @@ def translator_step(
         # Supervised branch: StylePatchNCE between G(x^p) and y^p, both through G's encoder.
         with torch.no_grad():
             yp_feats = nets.frozen["G"](yp, layers=layers, encode_only=True)
-            k_s, ids_s = nets.F_s([f.float() for f in yp_feats], t.num_patches, generator=generator)
+            keys_s = [f.float() for f in yp_feats]
+            k_s, ids_s = nets.F_s(keys_s, t.num_patches, patch_ids=sample_patches(keys_s))
         q_s, _ = nets.F_s([f[n_u:].float() for f in fake_feats], t.num_patches, patch_ids=ids_s)
         loss_style = style_patch_nce(q_s, k_s, tau=t.nce_tau)
 
