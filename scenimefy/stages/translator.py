@@ -1,9 +1,11 @@
 """Stage 3: semi-supervised translation, as a step function and a worker loop.
 
 `translator_step` is the paper's algorithm box for one batch (update D_U, then D_P, then G
-with F and F_s). `train_translator` is the loop around it: build, resume, iterate the three
-data streams, report, sample, checkpoint. Neither imports Ray or MLflow; the cluster comes in
-through a `WorkerContext`.
+with F and F_s); its patch positions come from an injectable sampler. `train_translator` is
+the loop around it: build, resume, iterate the three data streams, then the shared tail of
+`scenimefy.stages.loop` (log, sample, evaluate, checkpoint, report: one report per epoch end,
+whatever the checkpoint interval). Neither imports Ray or MLflow; the cluster comes in through
+a `WorkerContext`.
 """
 
 from __future__ import annotations
