@@ -9,16 +9,17 @@ from ray.train import UserCallback
 pytestmark = pytest.mark.ray
 
 
-class ReportsToFile(UserCallback):
-    """Appends what Ray Train's controller receives per report (rank 0's metrics, checkpoint or not)
-    to a JSON-lines file: what TuneReportCallback would hand to Tune."""
+def reports_to_file(path: str) -> UserCallback:
+    """A Train callback appending what the controller receives per report (rank 0's metrics,
+    checkpoint or not) to a JSON-lines file: what TuneReportCallback hands to Tune. Defined in a
+    function so that it pickles by value (the controller cannot import this test module)."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+    class ReportsToFile(UserCallback):
+        def after_report(self, run_context, metrics, checkpoint) -> None:
+            with open(path, "a") as f:
+                f.write(json.dumps({**metrics[0], "has_checkpoint": checkpoint is not None}) + "\n")
 
-    def after_report(self, run_context, metrics, checkpoint) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps({**metrics[0], "has_checkpoint": checkpoint is not None}) + "\n")
+    return ReportsToFile()
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +66,7 @@ def test_two_workers_stay_identical_stop_and_resume(ray_local, demo_data, tmp_pa
 
     reports = tmp_path / "reports.jsonl"
     first = train_translator_on_ray(
-        _cfg(tmp_path, demo_data, "translator.max_steps=4"), callbacks=[ReportsToFile(str(reports))]
+        _cfg(tmp_path, demo_data, "translator.max_steps=4"), callbacks=[reports_to_file(str(reports))]
     )
     assert first.step == 4
     # checkpoints at step 2 (interval), 3 (epoch end) and 4 (stop); only step 3 closes an epoch,
