@@ -46,10 +46,12 @@ def test_private_ray_loggers_are_left_alone_on_a_version_the_code_does_not_know(
 def test_report_records_of_the_known_ray_version_go_to_warnings_only():
     from ray.train.v2._internal.execution import context, storage
 
+    # Ray Train logs each report with every metric at INFO from every worker; we print our own
     cluster.quiet_train_reports()
     for name in (context.__file__, storage.__name__):
         assert not logging.getLogger(name).isEnabledFor(logging.INFO)
         assert logging.getLogger(name).isEnabledFor(logging.WARNING)
+    assert context.logger.name == context.__file__  # the name Ray gives it; a rename would unquiet it
 
 
 def test_copy_atomic_replaces_the_whole_file(tmp_path):

@@ -255,18 +255,3 @@ def test_each_rank_reads_its_own_copy_of_a_remote_checkpoint(tmp_path):
     folders = [checkpoint_folder(rank0, 0), checkpoint_folder(rank1, 1)]
     assert folders[0] != folders[1]
     assert all((Path(f) / "state.pt").read_bytes() == payload for f in folders)
-
-
-def test_ray_train_report_records_are_quieted_to_warnings():
-    # Ray Train logs each report with every metric at INFO from every worker; we print our own.
-    import logging
-
-    from ray.train.v2._internal.execution import context, storage
-
-    from scenimefy.distributed.cluster import quiet_train_reports
-
-    quiet_train_reports()
-    for name in (context.__file__, storage.__name__):
-        assert not logging.getLogger(name).isEnabledFor(logging.INFO)
-        assert logging.getLogger(name).isEnabledFor(logging.WARNING)
-    assert context.logger.name == context.__file__  # the name Ray gives it; a rename would unquiet it

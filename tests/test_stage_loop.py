@@ -110,3 +110,16 @@ def test_only_rank_0_writes_the_checkpoint_but_every_rank_reports(rank):
     StageLoop(ctx, Cadence()).report({"step": 1.0}, lambda d: calls.append(d))
     assert rec.reports == [{"step": 1.0}]
     assert rec.with_checkpoint == [rank == 0] and len(calls) == (rank == 0)
+
+
+def test_the_stage_layer_does_not_import_the_ray_layer():
+    import subprocess
+    import sys
+
+    modules = "scenimefy.stages.loop, scenimefy.stages.translator, scenimefy.stages.stylegan"
+    code = (
+        f"import sys, {modules}; bad = sorted(m for m in sys.modules if m.startswith('scenimefy.distributed') "
+        "or m.split('.')[0] in ('ray', 'mlflow')); print(bad); sys.exit(bool(bad))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, f"the stage layer imports {result.stdout.strip()} {result.stderr[-500:]}"
