@@ -1,22 +1,46 @@
-"""Binds a stage loop's report/latest_checkpoint to memory, as the Ray layer binds them to Ray Train."""
+"""Binds a stage loop's report/latest_checkpoint/tracker to memory, as the Ray layer binds them to Ray Train."""
 
 import shutil
 import tempfile
 
-from scenimefy.distributed.tracking import MemoryTracker
 from scenimefy.stages.context import WorkerContext
+from scenimefy.stages.tracker import NullTracker
+
+
+class MemoryTracker(NullTracker):
+    """Records every metric, image name, artifact and the final status in lists."""
+
+    def __init__(self) -> None:
+        self.metrics: list[tuple[int, dict[str, float]]] = []
+        self.images: list[str] = []
+        self.artifacts: list[str] = []
+        self.status = ""
+
+    def log_metrics(self, metrics, step):
+        self.metrics.append((step, dict(metrics)))
+
+    def log_image(self, image, name):
+        self.images.append(name)
+
+    def log_artifact(self, path, artifact_path=None):
+        self.artifacts.append(str(path))
+
+    def finish(self, status="FINISHED"):
+        self.status = status
 
 
 class Recorder:
-    """Records every report and copies each checkpoint directory it is given."""
+    """Records every report (and whether it came with a checkpoint) and copies each checkpoint directory."""
 
     def __init__(self, resume_from=None):
         self.reports, self.checkpoints = [], []
+        self.with_checkpoint: list[bool] = []  # one per report
         self.resume_from = resume_from
         self.root = tempfile.mkdtemp(prefix="stage-ckpts-")
 
     def report(self, metrics, checkpoint_dir=None):
         self.reports.append(dict(metrics))
+        self.with_checkpoint.append(bool(checkpoint_dir))
         if checkpoint_dir:
             dst = f"{self.root}/{len(self.checkpoints):03d}"
             shutil.copytree(checkpoint_dir, dst)

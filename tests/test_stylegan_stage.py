@@ -6,17 +6,17 @@ import sys
 import numpy as np
 import pytest
 import torch
-from stage_recorder import Recorder
+from stage_recorder import MemoryTracker, Recorder
 from tiny_priors import tiny_priors_config
 
 from scenimefy.config import load_config
 from scenimefy.data.streams import ArraySource
-from scenimefy.distributed.tracking import MemoryTracker
 from scenimefy.models.rosinality import load_rosinality_checkpoint, save_rosinality_checkpoint
 from scenimefy.models.stylegan2 import freeze_for_finetuning
 from scenimefy.priors.loading import PriorNotAvailable
 from scenimefy.stages.checkpoint import STYLEGAN_SNAPSHOT_FILE
 from scenimefy.stages.stylegan import (
+    StepNoise,
     StyleGANNets,
     build_discriminator,
     build_generator,
@@ -63,7 +63,7 @@ FINETUNE = [
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    """The loops run with run.torch_threads=1; the bare steps too (2 shared cores, RAY.md 7)."""
+    """The loops run with run.torch_threads=1; the bare steps too (test machines share few cores)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -382,7 +382,10 @@ def test_a_folder_with_too_few_images_for_the_batch_is_an_error(tmp_path):
     )
     with pytest.raises(
         ValueError,
-        match="photos: 3 usable image\\(s\\) give each of 2 worker\\(s\\) 1, fewer than pretrain.batch_size_per_worker=2 \\(global batch 4\\)",
+        match=(
+            "photos: 3 usable image\\(s\\) give each of 2 worker\\(s\\) 1, "
+            "fewer than pretrain.batch_size_per_worker=2 \\(global batch 4\\)"
+        ),
     ):
         preflight(cfg, "pretrain")
     cfg = load_config(None, [*PRETRAIN, f"data.photos={tmp_path}", "run.num_workers=1"])
@@ -447,3 +450,135 @@ def test_cli_finetune_errors_are_one_line_and_come_before_ray(tmp_path, capsys, 
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and message in err, err
     assert not (tmp_path / "ray").exists()
+
+
+# ----------------------------------------------------------------------------------------
+# The noise seam of pretrain_step / finetune_step
+
+
+class RecordedNoise(StepNoise):
+    """The default draws, each also kept in `draws` (kind, value) in the order the step asked."""
+
+    def __init__(self, generator, device):
+        super().__init__(generator, device)
+        self.draws = []
+
+    def _keep(self, kind, value):
+        self.draws.append((kind, value))
+        return value
+
+    def styles(self, batch, latent_dim, *, mixing_prob, n_latent):
+        return self._keep("styles", super().styles(batch, latent_dim, mixing_prob=mixing_prob, n_latent=n_latent))
+
+    def noise(self, G, batch):
+        return self._keep("noise", super().noise(G, batch))
+
+    def probe(self, shape):
+        return self._keep("probe", super().probe(shape))
+
+    def patch_corners(self, size, patch_size, count):
+        return self._keep("corners", super().patch_corners(size, patch_size, count))
+
+
+class InjectedNoise(StepNoise):
+    """Returns given values in order, checking each is the kind the step asks for; draws nothing."""
+
+    def __init__(self, draws):
+        self.draws = list(draws)
+
+    def _next(self, kind):
+        got, value = self.draws.pop(0)
+        assert got == kind, f"the step asked for {kind}, the injected sequence has {got} next"
+        return value
+
+    def styles(self, batch, latent_dim, *, mixing_prob, n_latent):
+        return self._next("styles")
+
+    def noise(self, G, batch):
+        return self._next("noise")
+
+    def probe(self, shape):
+        return self._next("probe")
+
+    def patch_corners(self, size, patch_size, count):
+        return self._next("corners")
+
+
+def _same_params(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters(), strict=True))
+
+
+def test_pretrain_step_with_injected_draws_equal_to_the_default_reproduces_it_exactly():
+    cfg = load_config(None, [*PRETRAIN, "pretrain.mixing_prob=0.9"])
+    kw = dict(p=cfg.pretrain, step=0, ema_decay=0.9)  # step 0: R1 and path length both run
+    default_nets, recorded_nets, injected_nets = _pretrain_nets(cfg), _pretrain_nets(cfg), _pretrain_nets(cfg)
+    default = pretrain_step(default_nets, _real(), generator=torch.Generator().manual_seed(3), **kw)
+    recorder = RecordedNoise(torch.Generator().manual_seed(3), torch.device("cpu"))
+    assert pretrain_step(recorded_nets, _real(), generator=torch.Generator(), noise=recorder, **kw) == default
+    # D step, G step, path-length step: z and noise for each, then the probe
+    assert [kind for kind, _ in recorder.draws] == ["styles", "noise"] * 3 + ["probe"]
+
+    injected = InjectedNoise(recorder.draws)
+    assert pretrain_step(injected_nets, _real(), generator=torch.Generator(), noise=injected, **kw) == default
+    assert injected.draws == []
+    for name in ("G", "D", "G_ema"):
+        assert _same_params(getattr(default_nets, name), getattr(injected_nets, name)), name
+    assert torch.equal(default_nets.mean_path_length, injected_nets.mean_path_length)
+
+
+def test_pretrain_step_losses_follow_the_injected_latents():
+    cfg = load_config(None, PRETRAIN)
+    kw = dict(p=cfg.pretrain, step=1, ema_decay=0.9, generator=torch.Generator())  # step 1: no regularisers
+    nets = _pretrain_nets(cfg)
+    maps = nets.G.make_noise(2, generator=torch.Generator().manual_seed(0))
+
+    def draws(seed):
+        z = torch.randn(2, cfg.stylegan.latent_dim, generator=torch.Generator().manual_seed(seed))
+        return [("styles", ([z], None)), ("noise", maps)] * 2
+
+    first = pretrain_step(_pretrain_nets(cfg), _real(), noise=InjectedNoise(draws(0)), **kw)
+    again = pretrain_step(_pretrain_nets(cfg), _real(), noise=InjectedNoise(draws(0)), **kw)
+    other = pretrain_step(_pretrain_nets(cfg), _real(), noise=InjectedNoise(draws(1)), **kw)
+    assert first == again
+    assert other["loss_D"] != first["loss_D"] and other["fake_score"] != first["fake_score"]
+    assert other["real_score"] == first["real_score"]  # D(x) does not see the latents
+
+
+def test_finetune_step_with_injected_draws_equal_to_the_default_reproduces_it_exactly(source_file, clip_lpips):
+    cfg = load_config(None, [*FINETUNE, "finetune.mixing_prob=0.9"])
+    kw = dict(f=cfg.finetune, step=0, ema_decay=0.5, clip=clip_lpips[0], lpips=clip_lpips[1])
+    default_nets, injected_nets = _finetune_nets(cfg, source_file), _finetune_nets(cfg, source_file)
+    default = finetune_step(default_nets, _real(), generator=torch.Generator().manual_seed(4), **kw)
+    recorder = RecordedNoise(torch.Generator().manual_seed(4), torch.device("cpu"))
+    recorded = finetune_step(
+        _finetune_nets(cfg, source_file), _real(), generator=torch.Generator(), noise=recorder, **kw
+    )
+    assert recorded == default
+    # D step, then one z / noise list that G_s and G_t share, then L_patch's corners
+    assert [kind for kind, _ in recorder.draws] == ["styles", "noise", "styles", "noise", "corners"]
+
+    injected = finetune_step(
+        injected_nets, _real(), generator=torch.Generator(), noise=InjectedNoise(recorder.draws), **kw
+    )
+    assert injected == default
+    for name in ("G", "D", "G_ema"):
+        assert _same_params(getattr(default_nets, name), getattr(injected_nets, name)), name
+
+
+def test_finetune_patch_loss_follows_the_injected_corners(source_file, clip_lpips):
+    cfg = load_config(None, FINETUNE)
+    kw = dict(f=cfg.finetune, step=1, ema_decay=0.5, clip=clip_lpips[0], lpips=clip_lpips[1])
+    recorder = RecordedNoise(torch.Generator().manual_seed(4), torch.device("cpu"))
+    finetune_step(_finetune_nets(cfg, source_file), _real(), generator=torch.Generator(), noise=recorder, **kw)
+
+    def with_corners(corners):
+        draws = [*recorder.draws[:-1], ("corners", corners)]
+        nets = _finetune_nets(cfg, source_file)
+        return finetune_step(nets, _real(), generator=torch.Generator(), noise=InjectedNoise(draws), **kw)
+
+    corners = torch.tensor([[0, 0], [16, 16], [0, 16], [16, 0]])
+    shifted = torch.tensor([[4, 4], [8, 12], [12, 2], [1, 9]])  # (a permutation of the same crops would tie)
+    first, again, other = with_corners(corners), with_corners(corners.clone()), with_corners(shifted)
+    assert first == again
+    assert other["loss_patch"] != first["loss_patch"]
+    assert (other["loss_D"], other["loss_clip"]) == (first["loss_D"], first["loss_clip"])  # before / without crops

@@ -1,9 +1,25 @@
 """End to end: the translator on a local Ray cluster with 2 CPU workers, MLflow, resume."""
 
+import json
+
 import pytest
 import torch
+from ray.train import UserCallback
 
 pytestmark = pytest.mark.ray
+
+
+def reports_to_file(path: str) -> UserCallback:
+    """A Train callback appending what the controller receives per report (rank 0's metrics,
+    checkpoint or not) to a JSON-lines file: what TuneReportCallback hands to Tune. Defined in a
+    function so that it pickles by value (the controller cannot import this test module)."""
+
+    class ReportsToFile(UserCallback):
+        def after_report(self, run_context, metrics, checkpoint) -> None:
+            with open(path, "a") as f:
+                f.write(json.dumps({**metrics[0], "has_checkpoint": checkpoint is not None}) + "\n")
+
+    return ReportsToFile()
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +64,19 @@ def test_two_workers_stay_identical_stop_and_resume(ray_local, demo_data, tmp_pa
     from scenimefy.distributed.translator import train_translator_on_ray
     from scenimefy.inference.translate import load_translator
 
-    first = train_translator_on_ray(_cfg(tmp_path, demo_data, "translator.max_steps=4"))
+    reports = tmp_path / "reports.jsonl"
+    first = train_translator_on_ray(
+        _cfg(tmp_path, demo_data, "translator.max_steps=4"), callbacks=[reports_to_file(str(reports))]
+    )
     assert first.step == 4
+    # checkpoints at step 2 (interval), 3 (epoch end) and 4 (stop); only step 3 closes an epoch,
+    # so only its report carries `epoch`, the key Tune's ASHA counts results by
+    received = [json.loads(line) for line in reports.read_text().splitlines()]
+    assert [(r["step"], r.get("epoch"), r["has_checkpoint"]) for r in received] == [
+        (2.0, None, True),
+        (3.0, 1.0, True),
+        (4.0, None, True),
+    ]
     state = torch.load(f"{first.checkpoint}/state.pt", weights_only=True)
     assert state["progress"]["step"] == 4
     assert len(first.rank_checksums) == 2 and first.rank_checksums[0] == first.rank_checksums[1]

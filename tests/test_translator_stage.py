@@ -3,16 +3,16 @@
 import numpy as np
 import pytest
 import torch
-from stage_recorder import Recorder
+from stage_recorder import MemoryTracker, Recorder
 
 from scenimefy.config import load_config
 from scenimefy.data.streams import ArraySource
-from scenimefy.distributed.tracking import MemoryTracker
 from scenimefy.stages.translator import (
     TranslatorNets,
     assemble_nets,
     build_networks,
     build_optimizers,
+    random_patch_sampler,
     train_translator,
     translator_step,
 )
@@ -226,7 +226,7 @@ def test_evaluation_hook_runs_at_epoch_ends_and_reaches_reports():
 
 
 def test_bf16_precision_autocasts_the_cpu_loop_and_keeps_fp32_weights():
-    """translator.precision=bf16 applies on the CPU too (BENCHMARKS.md: 1.2-1.3x on AVX512-BF16)."""
+    """translator.precision=bf16 applies on the CPU too (it pays where the CPU has AVX512-BF16)."""
     losses = {}
     for precision in ("fp32", "bf16"):
         cfg = load_config(
@@ -247,3 +247,100 @@ def test_bf16_precision_autocasts_the_cpu_loop_and_keeps_fp32_weights():
     assert np.isfinite(losses["bf16"])
     # the same seed and data: only the arithmetic differs (bf16 keeps ~3 significant digits)
     assert losses["bf16"] != losses["fp32"] and losses["bf16"] == pytest.approx(losses["fp32"], rel=0.05)
+
+
+# ----------------------------------------------------------------------------------------
+# Reports reach the cluster at every epoch end, whatever the checkpoint interval
+
+
+def test_a_checkpoint_interval_longer_than_the_run_still_gives_one_result_per_epoch():
+    cfg = load_config(None, [*TINY, "translator.checkpoint_every_steps=1000000000"])
+    rec, calls = Recorder(), []
+    ctx = rec.context()
+    ctx.evaluate = lambda G, epoch: calls.append(epoch) or {"fid": 10.0 * epoch}
+    train_translator(cfg, _sources(), 3, ctx)
+    assert [(r["step"], r["epoch"], r["fid"]) for r in rec.reports] == [(3.0, 1.0, 10.0), (6.0, 2.0, 20.0)]
+    assert calls == [1, 2]
+
+
+def test_mid_epoch_checkpoints_report_without_the_epoch_or_stale_scores():
+    # epochs of 3 steps, a checkpoint every 2: steps 2 and 4 are checkpoints inside an epoch, and
+    # Tune (ASHA's clock is `epoch`) must read only the reports of steps 3 and 6 as epoch results
+    cfg = load_config(None, [*TINY, "translator.checkpoint_every_steps=2"])
+    rec = Recorder()
+    ctx = rec.context()
+    ctx.evaluate = lambda G, epoch: {"fid": 10.0 * epoch}
+    train_translator(cfg, _sources(), 3, ctx)
+    assert [r["step"] for r in rec.reports] == [2.0, 3.0, 4.0, 6.0]
+    assert rec.with_checkpoint == [True, True, True, True]
+    assert [(r.get("epoch"), r.get("fid")) for r in rec.reports] == [
+        (None, None),
+        (1.0, 10.0),
+        (None, None),
+        (2.0, 20.0),
+    ]
+    assert all(np.isfinite(r["loss_G"]) for r in rec.reports)
+
+
+# ----------------------------------------------------------------------------------------
+# The patch-position seam of translator_step
+
+
+def _recording_sampler(cfg, generator, record):
+    draw = random_patch_sampler(cfg.translator.num_patches, generator)
+
+    def sample(feats):
+        ids = draw(feats)
+        record.append(([tuple(f.shape) for f in feats], [i.clone() for i in ids]))
+        return ids
+
+    return sample
+
+
+def _params_of(nets):
+    return [p.detach().clone() for name in ("G", "F", "F_s", "D_U", "D_P") for p in getattr(nets, name).parameters()]
+
+
+def _inputs(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.rand(2, 3, 32, 32, generator=g) * 2 - 1 for _ in range(4)]
+
+
+def test_injected_positions_equal_to_the_default_draw_reproduce_the_default_step_exactly():
+    cfg = load_config(None, TINY)
+    default_nets, injected_nets = _nets(cfg), _nets(cfg)
+    kw = dict(t=cfg.translator, epoch=1, total_epochs=2)
+    default, _ = translator_step(default_nets, *_inputs(), **kw, generator=torch.Generator().manual_seed(5))
+
+    record = []
+    sampler = _recording_sampler(cfg, torch.Generator().manual_seed(5), record)
+    recorded, _ = translator_step(_nets(cfg), *_inputs(), **kw, generator=torch.Generator(), patch_sampler=sampler)
+    assert recorded == default  # the recording sampler draws what the step draws by default
+    # called for the unsupervised branch (G(x) and G(y): 2B images) and then for StylePatchNCE (y^p: B)
+    assert [shapes[0][0] for shapes, _ in record] == [4, 2]
+    assert all(len(ids) == len(cfg.translator.nce_layers) for _, ids in record)
+
+    replay = iter([ids for _, ids in record])
+    injected, _ = translator_step(
+        injected_nets, *_inputs(), **kw, generator=torch.Generator(), patch_sampler=lambda feats: next(replay)
+    )
+    assert injected == default
+    for a, b in zip(_params_of(default_nets), _params_of(injected_nets), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_the_same_injected_positions_give_the_same_losses_and_other_positions_other_losses():
+    cfg = load_config(None, TINY)
+    kw = dict(t=cfg.translator, epoch=1, total_epochs=2, generator=torch.Generator())
+
+    def fixed(offset):
+        return lambda feats: [torch.arange(offset, offset + 16) % (f.shape[-2] * f.shape[-1]) for f in feats]
+
+    first, _ = translator_step(_nets(cfg), *_inputs(), **kw, patch_sampler=fixed(0))
+    again, _ = translator_step(_nets(cfg), *_inputs(), **kw, patch_sampler=fixed(0))
+    other, _ = translator_step(_nets(cfg), *_inputs(), **kw, patch_sampler=fixed(7))
+    assert first == again
+    for key in ("loss_src", "loss_hdce", "loss_style_nce"):
+        assert other[key] != first[key], key
+    # the discriminators' updates come before the patches are drawn: their losses do not depend on them
+    assert (other["loss_D_U"], other["loss_D_P"]) == (first["loss_D_U"], first["loss_D_P"])

@@ -8,9 +8,13 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
+
+from scenimefy.data.images import atomic_path
 
 # Ray Train 2.60 turns a worker's print into a log record and, when sys.stdout is wrapped (it is
 # in our workers), also prints it: every progress line reached the driver twice. Print as is.
@@ -29,7 +33,7 @@ def init_ray(*, num_cpus_needed: float = 0) -> None:
     """Join the cluster named by RAY_ADDRESS (or a job's cluster), else start a local one.
 
     A local cluster gets at least `num_cpus_needed` logical CPUs, so Train workers plus Ray
-    Data tasks never starve each other on a small machine (RAY.md 0.4). It runs the dashboard:
+    Data tasks never starve each other on a small machine (docs/ray.md). It runs the dashboard:
     Ray Train's placement-group cleaner polls the State API behind it (without it the cleaner
     prints a warning every few seconds and cannot free a stopped run's resources), and users
     get the dashboard at http://127.0.0.1:8265.
@@ -61,19 +65,40 @@ def local_path(path: str) -> str:
 
 
 def ddp_kwargs() -> dict:
-    """No buffer sync: our buffers are constant blur kernels (RAY.md 0.5)."""
+    """No buffer sync: our buffers are constant blur kernels (docs/ray.md)."""
     from torch.nn.parallel import DistributedDataParallel
 
     params = inspect.signature(DistributedDataParallel.__init__).parameters
     return {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
 
 
+# Ray versions whose Train report loggers `quiet_train_reports` knows (they are private to Ray Train).
+QUIET_REPORTS_RAY_VERSIONS = ("2.60.",)
+_quiet_reports_warned = False
+
+
 def quiet_train_reports() -> None:
     """Ray Train 2.60 logs every report twice at INFO from each worker ("Reporting training result
     N: TrainingReport(... every metric ...)", "Checkpoint successfully created at ..."); our
-    loop prints its own progress line, so those records go to warnings only."""
-    from ray.train.v2._internal.execution import context, storage
+    loop prints its own progress line, so those records go to warnings only.
 
+    Ray has no public switch for them: this is the one place that touches Ray Train's private
+    modules. On a Ray version it was not written for it warns once and leaves the loggers alone.
+    """
+    global _quiet_reports_warned
+    import ray
+
+    try:
+        if not ray.__version__.startswith(QUIET_REPORTS_RAY_VERSIONS):
+            raise ImportError(f"written for Ray {', '.join(QUIET_REPORTS_RAY_VERSIONS)}x")
+        from ray.train.v2._internal.execution import context, storage
+    except ImportError as e:
+        if not _quiet_reports_warned:
+            _quiet_reports_warned = True
+            logging.getLogger(__name__).warning(
+                "Ray %s: Ray Train's per-report log records stay at INFO (%s)", ray.__version__, e
+            )
+        return
     for name in (context.__file__, storage.__name__):  # context.py names its logger by its file path
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -87,8 +112,9 @@ def ray_worker_context(cfg, *, tracking_uri: str, mlflow_run_id: str, **extra):
     import ray.train
     import ray.train.torch
 
-    from scenimefy.distributed.tracking import MlflowTracker, NullTracker
+    from scenimefy.distributed.tracking import MlflowTracker
     from scenimefy.stages.context import WorkerContext
+    from scenimefy.stages.tracker import NullTracker
 
     quiet_train_reports()
     tctx = ray.train.get_context()
@@ -178,8 +204,49 @@ def user_error_from(error: Exception) -> Exception:
 
 
 def copy_atomic(src: Path, dst: Path) -> None:
-    from scenimefy.data.images import atomic_path
-
+    """Copy `src` to `dst` through `atomic_path`: a reader sees the old file or the whole new one."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
+
+
+def torch_trainer(
+    worker: Callable[[dict], Any],
+    cfg,
+    *,
+    name: str,
+    train_loop_config: dict,
+    datasets: dict,
+    keep_checkpoints: int,
+    callbacks: list | None = None,
+):
+    """The TorchTrainer of a stage run, built the same way for every stage.
+
+    `run.num_workers` DDP workers (gloo on CPU, nccl with run.use_gpu), `run.cpus_per_worker`
+    CPUs and, with run.use_gpu, one GPU each; the Ray run `name` under `storage_path_of(cfg)`
+    (a rerun with the same name resumes it), its latest `keep_checkpoints` checkpoints kept, up
+    to `run.max_failures` worker-group restarts, and every dataset split across the workers.
+    """
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    resources = {"CPU": cfg.run.cpus_per_worker}
+    if cfg.run.use_gpu:
+        resources["GPU"] = 1
+    return TorchTrainer(
+        worker,
+        train_loop_config=train_loop_config,
+        torch_config=TorchConfig(backend="nccl" if cfg.run.use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=cfg.run.num_workers, use_gpu=cfg.run.use_gpu, resources_per_worker=resources
+        ),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=storage_path_of(cfg),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=keep_checkpoints),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures),
+            callbacks=callbacks or [],
+        ),
+        datasets=datasets,
+        dataset_config=ray.train.DataConfig(datasets_to_split="all"),
+    )

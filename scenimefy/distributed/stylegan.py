@@ -25,12 +25,12 @@ from scenimefy.distributed.cluster import (
     local_path,
     ray_worker_context,
     run_dir_of,
-    storage_path_of,
+    torch_trainer,
 )
 from scenimefy.distributed.data import PreparedSet, ShardSource, list_images, prepare_images, training_dataset
 from scenimefy.distributed.tracking import MlflowTracker, find_or_create_run, resolve_tracking_uri
 from scenimefy.losses.clip_losses import random_patch_corners
-from scenimefy.stages.checkpoint import STYLEGAN_SNAPSHOT_FILE
+from scenimefy.stages.checkpoint import STYLEGAN_SNAPSHOT_FILE, load_state
 from scenimefy.stages.context import WorkerContext
 from scenimefy.stages.stylegan import (
     check_batch_size,
@@ -80,7 +80,8 @@ def finetune_source_of(cfg: Config) -> Path:
     if not path.is_file():
         raise ValueError(
             f"no source generator: finetune.source_checkpoint is empty and {path} does not exist. "
-            "Set finetune.source_checkpoint=lhq-220000.pt (or any stage-0 stylegan.pt), or run `scenimefy pretrain` first"
+            "Set finetune.source_checkpoint=lhq-220000.pt (or any stage-0 stylegan.pt), "
+            "or run `scenimefy pretrain` first"
         )
     return path
 
@@ -213,10 +214,6 @@ def _fit(
     parent_run_id: str,
 ) -> StyleGANOutcome:
     """Start (or resume) the TorchTrainer of a stage, then copy its final snapshot out of Ray storage."""
-    import ray.data
-    import ray.train
-    from ray.train.torch import TorchConfig, TorchTrainer
-
     run_dir = run_dir_of(cfg)
     name = stage_run_name(cfg, stage)
     tracking_uri = resolve_tracking_uri(cfg.run.mlflow_tracking_uri, run_dir)
@@ -224,30 +221,19 @@ def _fit(
     tracker = MlflowTracker(tracking_uri, run_id)
     tracker.log_text(dump_yaml(cfg), "config.yaml")
 
-    resources = {"CPU": cfg.run.cpus_per_worker}
-    if cfg.run.use_gpu:
-        resources["GPU"] = 1
-    trainer = TorchTrainer(
+    trainer = torch_trainer(
         worker,
+        cfg,
+        name=name,
         train_loop_config={
             "config": to_dict(cfg),
             "tracking_uri": tracking_uri,
             "mlflow_run_id": run_id,
             **extra_config,
         },
-        torch_config=TorchConfig(backend="nccl" if cfg.run.use_gpu else "gloo"),
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=cfg.run.num_workers, use_gpu=cfg.run.use_gpu, resources_per_worker=resources
-        ),
-        run_config=ray.train.RunConfig(
-            name=name,
-            storage_path=storage_path_of(cfg),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=keep_checkpoints),
-            failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures),
-            callbacks=callbacks or [],
-        ),
         datasets={dataset_name: training_dataset(prepared, ["image"])},
-        dataset_config=ray.train.DataConfig(datasets_to_split="all"),
+        keep_checkpoints=keep_checkpoints,
+        callbacks=callbacks,
     )
     result = fit_or_fail(trainer, tracker, f"{stage} run {name!r}")
     final = snapshot_path_of(cfg, stage)
@@ -255,7 +241,7 @@ def _fit(
     with result.checkpoint.as_directory() as d:
         copy_atomic(Path(d) / STYLEGAN_SNAPSHOT_FILE, final)
         if "step" not in summary:
-            summary = dict(torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=True)["progress"])
+            summary = dict(load_state(d)["progress"])
     tracker.finish("FINISHED")
     return StyleGANOutcome(
         str(run_dir),

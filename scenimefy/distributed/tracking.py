@@ -1,8 +1,8 @@
 """MLflow tracking, behind a small interface the stage loops call.
 
-Loops receive a tracker object: `MlflowTracker` on rank 0, `NullTracker` elsewhere,
-`MemoryTracker` in tests. One MLflow run per run name: a resumed or retried run appends
-to the same MLflow run (its id is found by the `scenimefy.run_name` tag).
+Loops receive a tracker object with the interface of `scenimefy.stages.tracker.NullTracker`:
+`MlflowTracker` on rank 0, `NullTracker` elsewhere. One MLflow run per run name: a resumed or
+retried run appends to the same MLflow run (its id is found by the `scenimefy.run_name` tag).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from scenimefy.stages.tracker import NullTracker
 
 RUN_NAME_TAG = "scenimefy.run_name"
 
@@ -77,37 +79,6 @@ def log_params(client: Any, run_id: str, params: dict[str, Any]) -> None:
     items = [Param(k, str(v)[:6000]) for k, v in params.items()]
     for start in range(0, len(items), 100):
         client.log_batch(run_id, params=items[start : start + 100])
-
-
-class NullTracker:
-    """Ranks other than 0 log nothing."""
-
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
-    def log_image(self, image: np.ndarray, name: str) -> None: ...
-    def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None: ...
-    def finish(self, status: str = "FINISHED") -> None: ...
-
-
-class MemoryTracker(NullTracker):
-    """Records everything in lists (tests)."""
-
-    def __init__(self) -> None:
-        self.metrics: list[tuple[int, dict[str, float]]] = []
-        self.images: list[str] = []
-        self.artifacts: list[str] = []
-        self.status = ""
-
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        self.metrics.append((step, dict(metrics)))
-
-    def log_image(self, image: np.ndarray, name: str) -> None:
-        self.images.append(name)
-
-    def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
-        self.artifacts.append(str(path))
-
-    def finish(self, status: str = "FINISHED") -> None:
-        self.status = status
 
 
 class MlflowTracker(NullTracker):

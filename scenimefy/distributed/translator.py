@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from scenimefy.config import Config, flatten, from_dict, to_dict
 from scenimefy.distributed.cluster import (
     copy_atomic,
@@ -15,7 +13,7 @@ from scenimefy.distributed.cluster import (
     local_path,
     ray_worker_context,
     run_dir_of,
-    storage_path_of,
+    torch_trainer,
 )
 from scenimefy.distributed.data import (
     PreparedSet,
@@ -27,6 +25,7 @@ from scenimefy.distributed.data import (
     training_dataset,
 )
 from scenimefy.distributed.tracking import MlflowTracker, find_or_create_run, resolve_tracking_uri
+from scenimefy.stages.checkpoint import TRANSLATOR_SNAPSHOT_FILE, load_state
 
 
 @dataclass
@@ -113,10 +112,6 @@ def train_translator_on_ray(cfg: Config, *, callbacks: list | None = None, paren
     """Prepare data, start (or resume) the TorchTrainer named `run.name`, and finish the MLflow run."""
     check_data_folders(cfg)  # fail in a second, before Ray starts, on a missing or empty folder
     init_ray(num_cpus_needed=cfg.run.num_workers * cfg.run.cpus_per_worker + 1)
-    import ray.data
-    import ray.train
-    from ray.train.torch import TorchConfig, TorchTrainer
-
     run_dir = run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     prepared = prepare_translator_data(cfg)
@@ -135,36 +130,25 @@ def train_translator_on_ray(cfg: Config, *, callbacks: list | None = None, paren
         "anime": training_dataset(prepared["anime"], ["image"]),
         "pairs": training_dataset(prepared["pairs"], ["image_a", "image_b"]),
     }
-    resources = {"CPU": cfg.run.cpus_per_worker}
-    if cfg.run.use_gpu:
-        resources["GPU"] = 1
-    trainer = TorchTrainer(
+    trainer = torch_trainer(
         _worker_loop,
+        cfg,
+        name=cfg.run.name,
         train_loop_config={
             "config": to_dict(cfg),
             "steps_per_epoch": steps,
             "tracking_uri": tracking_uri,
             "mlflow_run_id": run_id,
         },
-        torch_config=TorchConfig(backend="nccl" if cfg.run.use_gpu else "gloo"),
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=cfg.run.num_workers, use_gpu=cfg.run.use_gpu, resources_per_worker=resources
-        ),
-        run_config=ray.train.RunConfig(
-            name=cfg.run.name,
-            storage_path=storage_path_of(cfg),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.translator.keep_checkpoints),
-            failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures),
-            callbacks=callbacks or [],
-        ),
         datasets=datasets,
-        dataset_config=ray.train.DataConfig(datasets_to_split="all"),
+        keep_checkpoints=cfg.translator.keep_checkpoints,
+        callbacks=callbacks,
     )
     result = fit_or_fail(trainer, tracker, f"training run {cfg.run.name!r}")
-    final = run_dir / "generator.pt"
+    final = run_dir / TRANSLATOR_SNAPSHOT_FILE
     with result.checkpoint.as_directory() as d:
-        copy_atomic(Path(d) / "generator.pt", final)
-        step = int(torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=True)["progress"]["step"])
+        step = int(load_state(d)["progress"]["step"])
+        copy_atomic(Path(d) / TRANSLATOR_SNAPSHOT_FILE, final)
     tracker.log_artifact(final)
     tracker.finish("FINISHED")
     summary = result.return_value or {}

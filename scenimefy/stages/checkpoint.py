@@ -1,4 +1,4 @@
-"""Checkpoints as plain data (DESIGN.md "Checkpoints and resume").
+"""Checkpoints as plain data (docs/architecture.md, "Checkpoints and resume").
 
 A training checkpoint is a directory: `state.pt` (every state_dict of unwrapped modules,
 optimisers, schedulers, progress counters, stream positions, RNG states, the config as a dict
@@ -35,6 +35,7 @@ def unwrap(module: torch.nn.Module) -> torch.nn.Module:
 
 
 def save_torch_atomic(obj: Any, path: str | os.PathLike) -> None:
+    """`torch.save` through `atomic_path`: a reader sees the old file or the whole new one."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
@@ -55,6 +56,29 @@ def load_state(directory: str | os.PathLike) -> dict:
     if not isinstance(state, dict) or state.get("format") != "scenimefy.training_state":
         raise ValueError(f"{path} is not a scenimefy training state")
     return state
+
+
+def check_same_architecture(saved_vs_config: dict[str, tuple[Any, Any]]) -> None:
+    """On resume the architecture comes from the checkpoint; a config that differs is an error.
+
+    `saved_vs_config` maps a config key to (checkpoint value, config value); lists and tuples
+    compare by their items (a YAML round trip turns tuples into lists).
+    """
+
+    def plain(value: Any) -> Any:
+        return tuple(value) if isinstance(value, list | tuple) else value
+
+    diffs = [
+        f"{key}: checkpoint {plain(old)!r} vs config {plain(new)!r}"
+        for key, (old, new) in saved_vs_config.items()
+        if plain(old) != plain(new)
+    ]
+    if diffs:
+        raise ValueError(
+            "cannot resume: the checkpoint's architecture differs from the config ("
+            + "; ".join(diffs)
+            + "). Drop these overrides, or start a new run with another run.name"
+        )
 
 
 def rng_state() -> dict:

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
-from scenimefy.distributed.tracking import NullTracker
+from scenimefy.stages.tracker import NullTracker
 
 
 def _no_report(metrics: dict, checkpoint_dir: str | None = None) -> None:
@@ -25,11 +25,13 @@ class WorkerContext:
     rank: int = 0
     world_size: int = 1
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    report: Callable[[dict, str | None], None] = _no_report  # called by ALL ranks (a barrier under Ray)
+    # metrics and, from rank 0, an optional checkpoint directory; called by ALL ranks (a barrier
+    # under Ray), with or without a checkpoint (scenimefy.stages.loop.report)
+    report: Callable[[dict, str | None], None] = _no_report
     should_stop: Callable[[], bool] = lambda: False
     latest_checkpoint: Callable[[], str | None] = lambda: None  # a local directory to resume from
     wrap_ddp: Callable[[torch.nn.Module], torch.nn.Module] = lambda m: m
-    tracker: NullTracker = field(default_factory=NullTracker)
+    tracker: NullTracker = field(default_factory=NullTracker)  # the interface of scenimefy.stages.tracker
     # rank 0's evaluation of the current generator at an epoch end (FID, L_BCE, ...); None: off
     evaluate: Callable[[torch.nn.Module, int], dict[str, float]] | None = None
 

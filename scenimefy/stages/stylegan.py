@@ -1,17 +1,18 @@
 """Stages 0 and 1: StyleGAN2 pretraining (G_s) and semantic-constrained fine-tuning (G_s -> G_t).
 
 `pretrain_step` is rosinality's algorithm box for one batch: D step with style mixing, lazy R1
-at its interval, G step, lazy path length at its interval, EMA. `finetune_step` is REFERENCE
-2.3: the same D step and R1, then a G step in which the frozen G_s and the partly trainable
+at its interval, G step, lazy path length at its interval, EMA. `finetune_step` is the paper's
+stage 1 (docs/method.md): the same D step and R1, then a G step in which the frozen G_s and the partly trainable
 G_t see the same z, inject index and per-layer noise, with
 ``L = L_GAN + lambda_global (D_CLIP + lambda_lpips LPIPS) + lambda_patch L_patch`` (paper Eq. 3).
 `train_pretrain` / `train_finetune` are the worker loops around them: build, resume, iterate
-the data stream, report, sample, checkpoint. Neither imports Ray or MLflow; the cluster comes
-in through a `WorkerContext`.
+the data stream, then the shared tail of `scenimefy.stages.loop` (log, sample, checkpoint,
+report). Neither imports Ray or MLflow; the cluster comes in through a `WorkerContext`.
 
-Randomness of a step comes only from ``checkpoint.step_generator(seed, rank, step)`` (data
-augmentation) and a device generator seeded from it (latents, inject index, noise maps, the
-path-length probe, patch corners), so N steps equal k steps + resume + N - k steps.
+Randomness of a step comes only from ``checkpoint.step_generator(seed, rank, step)``: data
+augmentation, and a `StepNoise` built from it (latents, inject index, noise maps, the
+path-length probe, patch corners), so N steps equal k steps + resume + N - k steps. Tests
+inject their own `StepNoise` into `pretrain_step` / `finetune_step`.
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import tempfile
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,17 +45,18 @@ from scenimefy.losses.stylegan import (
 )
 from scenimefy.models.rosinality import build_from_rosinality, load_rosinality_checkpoint, save_rosinality_checkpoint
 from scenimefy.models.stylegan2 import Discriminator, Generator, freeze_for_finetuning
+from scenimefy.models.utils import set_requires_grad
 from scenimefy.stages import checkpoint as ckpt
 from scenimefy.stages.checkpoint import STYLEGAN_SNAPSHOT_FILE
 from scenimefy.stages.context import (
     WorkerContext,
     assert_ranks_identical,
     gather_per_rank,
-    mean_across_ranks,
     own_entry,
     rank_checksums,
 )
 from scenimefy.stages.host import configure_process
+from scenimefy.stages.loop import Cadence, StageLoop, report_metrics
 
 ARCH_FIELDS = ("size", "latent_dim", "n_mlp", "channel_multiplier", "channel_base", "channel_max")
 STDDEV_GROUP = Discriminator.stddev_group
@@ -95,7 +96,7 @@ def build_optimizers(
     d_reg_every: int,
 ) -> tuple[torch.optim.Adam, torch.optim.Adam]:
     """Adam for G (its trainable parameters only) and D, with the lazy-regularisation correction
-    ``lr * k/(k+1)``, ``betas ** (k/(k+1))`` for each network's interval k (REFERENCE 1.6)."""
+    ``lr * k/(k+1)``, ``betas ** (k/(k+1))`` for each network's interval k (StyleGAN2 paper, Appendix B)."""
     g_lr, g_betas = lazy_regularization_adam_params(lr, (beta1, beta2), g_reg_every)
     d_lr, d_betas = lazy_regularization_adam_params(lr, (beta1, beta2), d_reg_every)
     g_params = [p for p in G.parameters() if p.requires_grad]
@@ -112,11 +113,6 @@ def check_batch_size(batch_size_per_worker: int, key: str) -> None:
             f"{key}={b}: the discriminator's minibatch-stddev groups {STDDEV_GROUP} images, so the "
             f"per-worker batch must be 1..{STDDEV_GROUP} or a multiple of {STDDEV_GROUP}"
         )
-
-
-def set_requires_grad(module: nn.Module, flag: bool) -> None:
-    for p in module.parameters():
-        p.requires_grad_(flag)
 
 
 @dataclass
@@ -161,14 +157,43 @@ def mixing_styles(
     return list(z.unbind(0)), inject
 
 
-def _synthesize(G: nn.Module, batch: int, *, mixing_prob: float, generator: torch.Generator, **kwargs: Any):
-    """G(mixed z, inject index, per-layer noise), everything drawn from ``generator``."""
+class StepNoise:
+    """Where a StyleGAN step takes its random inputs: z with style mixing, per-layer noise maps,
+    the path-length probe and the L_patch corners.
+
+    The default draws them in the order the step asks: z, noise and probe from a device generator
+    seeded from the step's CPU generator, the corners from the CPU generator itself. A test
+    passes a subclass that returns fixed (or recorded) values instead.
+    """
+
+    def __init__(self, generator: torch.Generator, device: torch.device) -> None:
+        self.cpu = generator
+        self.device = device_generator(generator, device)
+
+    def styles(
+        self, batch: int, latent_dim: int, *, mixing_prob: float, n_latent: int
+    ) -> tuple[list[Tensor], int | None]:
+        """z list and inject index of one generator call (see `mixing_styles`)."""
+        return mixing_styles(batch, latent_dim, mixing_prob=mixing_prob, n_latent=n_latent, generator=self.device)
+
+    def noise(self, G: Generator, batch: int) -> list[Tensor]:
+        """Per-layer noise maps for one call of `G` (on G's device)."""
+        return G.make_noise(batch, generator=self.device)
+
+    def probe(self, shape: torch.Size) -> Tensor:
+        """The path-length penalty's random image-space direction (before scaling)."""
+        return torch.randn(shape, generator=self.device, device=self.device.device)
+
+    def patch_corners(self, size: int, patch_size: int, count: int) -> Tensor:
+        """Top-left corners of L_patch's crops (see `random_patch_corners`)."""
+        return random_patch_corners(size, patch_size, count, self.cpu)
+
+
+def _synthesize(G: nn.Module, batch: int, *, mixing_prob: float, noise: StepNoise, **kwargs: Any):
+    """G(mixed z, inject index, per-layer noise), everything taken from ``noise``."""
     bare = ckpt.unwrap(G)
-    styles, inject = mixing_styles(
-        batch, bare.style_dim, mixing_prob=mixing_prob, n_latent=bare.n_latent, generator=generator
-    )
-    noise = bare.make_noise(batch, generator=generator)
-    return G(styles, noise=noise, inject_index=inject, **kwargs)
+    styles, inject = noise.styles(batch, bare.style_dim, mixing_prob=mixing_prob, n_latent=bare.n_latent)
+    return G(styles, noise=noise.noise(bare, batch), inject_index=inject, **kwargs)
 
 
 # ----------------------------------------------------------------------------------------
@@ -176,12 +201,12 @@ def _synthesize(G: nn.Module, batch: int, *, mixing_prob: float, generator: torc
 
 
 def discriminator_step(
-    nets: StyleGANNets, real: Tensor, *, mixing_prob: float, generator: torch.Generator, amp: Any
+    nets: StyleGANNets, real: Tensor, *, mixing_prob: float, noise: StepNoise, amp: Any
 ) -> dict[str, float]:
     """D update on ``softplus(D(G(z))) + softplus(-D(x))``; G runs without gradients."""
     set_requires_grad(nets.D, True)
     with torch.no_grad(), amp:
-        fake, _ = _synthesize(ckpt.unwrap(nets.G), real.shape[0], mixing_prob=mixing_prob, generator=generator)
+        fake, _ = _synthesize(ckpt.unwrap(nets.G), real.shape[0], mixing_prob=mixing_prob, noise=noise)
     with amp:
         fake_pred = nets.D(fake).float()
         real_pred = nets.D(real).float()
@@ -197,7 +222,7 @@ def r1_step(nets: StyleGANNets, real: Tensor, *, r1_gamma: float, d_reg_every: i
     real = real.detach().requires_grad_(True)
     real_pred = nets.D(real)
     r1 = r1_penalty(real_pred, real)
-    # The zero-weighted output keeps every D parameter in the graph (DDP reduction, RAY.md 2.3).
+    # The zero-weighted output keeps every D parameter in the graph (DDP reduction; docs/ray.md).
     loss = r1_gamma / 2 * r1 * d_reg_every + 0 * real_pred.sum()
     nets.d_optim.zero_grad(set_to_none=True)
     loss.backward()
@@ -206,13 +231,13 @@ def r1_step(nets: StyleGANNets, real: Tensor, *, r1_gamma: float, d_reg_every: i
 
 
 def generator_step(
-    nets: StyleGANNets, batch: int, *, mixing_prob: float, generator: torch.Generator, amp: Any
+    nets: StyleGANNets, batch: int, *, mixing_prob: float, noise: StepNoise, amp: Any
 ) -> dict[str, float]:
     """G update on the non-saturating loss ``softplus(-D(G(z)))``; D is frozen and unwrapped."""
     set_requires_grad(nets.D, False)
     D = ckpt.unwrap(nets.D)
     with amp:
-        fake, _ = _synthesize(nets.G, batch, mixing_prob=mixing_prob, generator=generator)
+        fake, _ = _synthesize(nets.G, batch, mixing_prob=mixing_prob, noise=noise)
         loss = g_nonsaturating_loss(D(fake).float())
     nets.g_optim.zero_grad(set_to_none=True)
     loss.backward()
@@ -229,17 +254,17 @@ def path_length_step(
     path_batch_shrink: int,
     path_decay: float,
     mixing_prob: float,
-    generator: torch.Generator,
+    noise: StepNoise,
 ) -> dict[str, float]:
     """Lazy path-length regularisation on ``batch // path_batch_shrink`` images (fp32)."""
     path_batch = max(1, batch // path_batch_shrink)
-    fake, latents = _synthesize(nets.G, path_batch, mixing_prob=mixing_prob, generator=generator, return_latents=True)
-    probe = torch.randn(fake.shape, generator=generator, device=generator.device).to(fake.device)
+    fake, latents = _synthesize(nets.G, path_batch, mixing_prob=mixing_prob, noise=noise, return_latents=True)
+    probe = noise.probe(fake.shape).to(fake.device)
     probe = probe / math.sqrt(fake.shape[2] * fake.shape[3])
     penalty, new_mean, lengths = path_length_penalty(
         fake, latents, nets.mean_path_length.to(fake.device), decay=path_decay, noise=probe
     )
-    # Zero-weighted image term: every G parameter takes part in the backward (DDP, RAY.md 2.3).
+    # Zero-weighted image term: every G parameter takes part in the backward (DDP; docs/ray.md).
     loss = path_weight * g_reg_every * penalty + 0 * fake[0, 0, 0, 0]
     nets.g_optim.zero_grad(set_to_none=True)
     loss.backward()
@@ -261,21 +286,23 @@ def pretrain_step(
     generator: torch.Generator,
     ema_decay: float,
     autocast: bool = False,
+    noise: StepNoise | None = None,
 ) -> dict[str, float]:
     """One stage-0 iteration (rosinality train.py): D step, lazy R1 when ``step % d_reg_every
     == 0``, G step, lazy path length when ``step % g_reg_every == 0``, EMA of G.
 
     ``real`` (B, 3, S, S) in [-1, 1]; ``step`` is the 0-based index of this iteration. The
     regulariser metrics (``r1``; ``path_penalty``, ``path_length``, ``mean_path_length``)
-    appear only on the steps that compute them.
+    appear only on the steps that compute them. ``noise``: where z, noise maps and the probe
+    come from (default: ``StepNoise(generator, real.device)``).
     """
     amp = _autocast(autocast, real.device)
-    gen = device_generator(generator, real.device)
+    noise = noise or StepNoise(generator, real.device)
     batch = real.shape[0]
-    metrics = discriminator_step(nets, real, mixing_prob=p.mixing_prob, generator=gen, amp=amp)
+    metrics = discriminator_step(nets, real, mixing_prob=p.mixing_prob, noise=noise, amp=amp)
     if p.r1_gamma > 0 and step % p.d_reg_every == 0:
         metrics.update(r1_step(nets, real, r1_gamma=p.r1_gamma, d_reg_every=p.d_reg_every))
-    metrics.update(generator_step(nets, batch, mixing_prob=p.mixing_prob, generator=gen, amp=amp))
+    metrics.update(generator_step(nets, batch, mixing_prob=p.mixing_prob, noise=noise, amp=amp))
     if p.path_weight > 0 and step % p.g_reg_every == 0:
         metrics.update(
             path_length_step(
@@ -286,7 +313,7 @@ def pretrain_step(
                 path_batch_shrink=p.path_batch_shrink,
                 path_decay=p.path_decay,
                 mixing_prob=p.mixing_prob,
-                generator=gen,
+                noise=noise,
             )
         )
     accumulate_ema(nets.G_ema, ckpt.unwrap(nets.G), ema_decay, params=nets.trainable)
@@ -304,20 +331,22 @@ def finetune_step(
     clip: nn.Module | None,
     lpips: nn.Module | None,
     autocast: bool = False,
+    noise: StepNoise | None = None,
 ) -> dict[str, float]:
-    """One stage-1 iteration (REFERENCE 2.3): D step on anime ``real``, lazy R1, then the G_t step
+    """One stage-1 iteration (paper Eq. 3): D step on anime ``real``, lazy R1, then the G_t step
     ``L = L_GAN + lambda_global (D_CLIP(x^p, y^p) + lambda_lpips LPIPS(x^p, y^p)) + lambda_patch
     L_patch`` with ``x^p = G_s(w)``, ``y^p = G_t(w)`` sharing z, inject index and noise; no path
     length; EMA over G_t's trainable parameters. Only those parameters are in ``g_optim``.
 
-    ``clip`` / ``lpips`` may be None when their weight is 0.
+    ``clip`` / ``lpips`` may be None when their weight is 0. ``noise``: where z, noise maps and
+    the patch corners come from (default: ``StepNoise(generator, real.device)``).
     """
     if nets.G_s is None:
         raise AssertionError("finetune_step needs the frozen source generator nets.G_s")
     amp = _autocast(autocast, real.device)
-    gen = device_generator(generator, real.device)
+    noise = noise or StepNoise(generator, real.device)
     batch = real.shape[0]
-    metrics = discriminator_step(nets, real, mixing_prob=f.mixing_prob, generator=gen, amp=amp)
+    metrics = discriminator_step(nets, real, mixing_prob=f.mixing_prob, noise=noise, amp=amp)
     if f.r1_gamma > 0 and step % f.d_reg_every == 0:
         metrics.update(r1_step(nets, real, r1_gamma=f.r1_gamma, d_reg_every=f.d_reg_every))
 
@@ -325,14 +354,12 @@ def finetune_step(
     set_requires_grad(nets.D, False)
     D = ckpt.unwrap(nets.D)
     G_s = nets.G_s
-    styles, inject = mixing_styles(
-        batch, G_s.style_dim, mixing_prob=f.mixing_prob, n_latent=G_s.n_latent, generator=gen
-    )
-    noise = G_s.make_noise(batch, generator=gen)
+    styles, inject = noise.styles(batch, G_s.style_dim, mixing_prob=f.mixing_prob, n_latent=G_s.n_latent)
+    maps = noise.noise(G_s, batch)
     with torch.no_grad(), amp:
-        x_p = G_s(styles, noise=noise, inject_index=inject)[0].float()
+        x_p = G_s(styles, noise=maps, inject_index=inject)[0].float()
     with amp:  # the priors run under autocast too (bf16 on GPU when asked); losses come out fp32
-        y_p = nets.G(styles, noise=noise, inject_index=inject)[0].float()
+        y_p = nets.G(styles, noise=maps, inject_index=inject)[0].float()
         loss_adv = g_nonsaturating_loss(D(y_p).float())
         loss_clip = loss_lpips = loss_patch = y_p.new_zeros(())
         if f.lambda_global > 0:
@@ -342,7 +369,7 @@ def finetune_step(
             if f.lambda_lpips > 0:
                 loss_lpips = lpips(x_p, y_p).float().mean()
         if f.lambda_patch > 0:
-            corners = random_patch_corners(x_p.shape[-1], f.patch_size, f.patch_count, generator)
+            corners = noise.patch_corners(x_p.shape[-1], f.patch_size, f.patch_count)
             loss_patch = clip_patch_nce(clip, x_p, y_p, corners=corners, patch_size=f.patch_size, tau=f.patch_tau)
     loss = loss_adv + f.lambda_global * (loss_clip + f.lambda_lpips * loss_lpips) + f.lambda_patch * loss_patch
     nets.g_optim.zero_grad(set_to_none=True)
@@ -464,41 +491,21 @@ def source_networks(source_state: dict, s: StyleGANConfig) -> tuple[Generator, D
 
 
 def check_arch(saved: dict, cfg: Config, extra: dict[str, Any] | None = None) -> None:
-    """On resume the architecture comes from the checkpoint; a conflicting config is an error."""
-    diffs = [
-        f"stylegan.{name}: checkpoint {saved['stylegan'].get(name)!r} vs config {getattr(cfg.stylegan, name)!r}"
-        for name in ARCH_FIELDS
-        if saved["stylegan"].get(name) != getattr(cfg.stylegan, name)
-    ]
-    for key, (old, new) in (extra or {}).items():
-        if old != new:
-            diffs.append(f"{key}: checkpoint {old!r} vs config {new!r}")
-    if diffs:
-        raise ValueError(
-            "cannot resume: the checkpoint's architecture differs from the config ("
-            + "; ".join(diffs)
-            + "). Drop these overrides, or start a new run with another run.name"
-        )
+    """On resume the architecture comes from the checkpoint; a conflicting config is an error.
+
+    ``extra``: more keys to compare, as ``{key: (checkpoint value, config value)}``.
+    """
+    pairs = {f"stylegan.{name}": (saved["stylegan"].get(name), getattr(cfg.stylegan, name)) for name in ARCH_FIELDS}
+    ckpt.check_same_architecture({**pairs, **(extra or {})})
 
 
 # ----------------------------------------------------------------------------------------
 # What the two loops share
 
 
-def _crossed(before: int, after: int, every_images: int) -> bool:
-    """True when an interval boundary lies in (before, after]."""
-    return every_images > 0 and before // every_images != after // every_images
-
-
 def _images(kimg: float) -> int:
     """kimg -> images, exactly (0.012 kimg is 12 images, not 12.000000000000002)."""
     return round(kimg * 1000)
-
-
-def _window_mean(window: list[dict[str, float]]) -> dict[str, float]:
-    """Per key, the mean over the steps that report it (regularisers report at intervals)."""
-    keys = sorted({k for m in window for k in m})
-    return {k: float(np.mean([m[k] for m in window if k in m])) for k in keys}
 
 
 def _real_batch(stream: Stream, *, size: int, flip: bool, generator: torch.Generator, device: torch.device) -> Tensor:
@@ -511,27 +518,20 @@ def _setup(run: RunConfig, device: torch.device) -> None:
     configure_process(device, torch_threads=run.torch_threads, keep_heap=run.cpu_keep_heap)
 
 
-def _save_checkpoint(
-    ctx: WorkerContext,
-    cfg: Config,
-    stage: str,
-    nets: StyleGANNets,
-    progress: dict,
-    stream: Stream,
-    metrics: dict[str, float],
-) -> None:
-    """Every rank: consistency check and gathers; rank 0 writes state.pt + stylegan.pt + config.yaml."""
+def _checkpoint_writer(
+    ctx: WorkerContext, cfg: Config, stage: str, nets: StyleGANNets, progress: dict, stream: Stream
+) -> Callable[[str], None]:
+    """Every rank: consistency check and gathers; rank 0 runs the returned writer, which writes
+    state.pt + stylegan.pt + config.yaml into a directory."""
     modules = {"G": ckpt.unwrap(nets.G), "D": ckpt.unwrap(nets.D), "G_ema": nets.G_ema}
     assert_ranks_identical(modules)
     rng_states = gather_per_rank(ckpt.rng_state())
     path_means = gather_per_rank(float(nets.mean_path_length))
-    if not ctx.is_main:
-        ctx.report(metrics, None)
-        return
-    models = {name: m.state_dict() for name, m in modules.items()}
-    if nets.G_s is not None:
-        models["G_s"] = nets.G_s.state_dict()
-    with tempfile.TemporaryDirectory(prefix="scenimefy-ckpt-") as d:
+
+    def write(d: str) -> None:
+        models = {name: m.state_dict() for name, m in modules.items()}
+        if nets.G_s is not None:
+            models["G_s"] = nets.G_s.state_dict()
         ckpt.save_state(
             d,
             {
@@ -556,7 +556,8 @@ def _save_checkpoint(
             rosinality_args(cfg, stage, progress, ctx.world_size),
         )
         (Path(d) / ckpt.CONFIG_FILE).write_text(dump_yaml(cfg))
-        ctx.report(metrics, d)
+
+    return write
 
 
 def _load_resume_state(resume_dir: str, stage: str, cfg: Config, extra: dict[str, Any] | None = None) -> dict:
@@ -653,48 +654,47 @@ def train_pretrain(cfg: Config, sources: dict[str, BatchSource], ctx: WorkerCont
     # Data: one endless stream, positioned where the checkpoint left it.
     stream = Stream(sources["photos"], "photos", position)
     z_samples = fixed_latents(SAMPLE_GRID[0] * SAMPLE_GRID[1], s.latent_dim, run.seed)
-    log_every_images, sample_every_images, checkpoint_every_images = (
-        _images(p.log_every_kimg), _images(p.sample_every_kimg), _images(p.checkpoint_every_kimg)
-    )  # fmt: skip
+    loop = StageLoop(
+        ctx,
+        Cadence(
+            log_every=_images(p.log_every_kimg),
+            sample_every=_images(p.sample_every_kimg),
+            checkpoint_every=_images(p.checkpoint_every_kimg),
+        ),
+    )
 
-    # Train.
+    # Train. Intervals count images; a report goes out with each checkpoint.
     last: dict[str, float] = {}
-    window: list[dict[str, float]] = []
-    tick, images_in_window = time.perf_counter(), 0
     while progress["num_images_seen"] < target_images:
         step, before = progress["step"], progress["num_images_seen"]
         gen = ckpt.step_generator(run.seed, ctx.rank, step)
         real = _real_batch(stream, size=s.size, flip=p.flip, generator=gen, device=device)
         metrics = pretrain_step(nets, real, p=p, step=step, generator=gen, ema_decay=ema_decay, autocast=autocast)
-        progress["step"] = step + 1
+        progress["step"] = done = step + 1
         progress["num_images_seen"] = after = before + global_batch
-        window.append(metrics)
-        images_in_window += global_batch
-        finished = after >= target_images
-        stop_now = finished or ctx.should_stop()
+        loop.add(metrics, global_batch)
+        stop_now = after >= target_images or ctx.should_stop()
+        due = loop.due(before, after, last=stop_now)
 
-        # Report: metrics averaged over the window and across ranks.
-        if _crossed(before, after, log_every_images) or stop_now:
-            elapsed = time.perf_counter() - tick
-            last = mean_across_ranks(_window_mean(window))
-            last.update(
-                sec_per_kimg=elapsed / (images_in_window / 1000),
-                kimg=after / 1000,
-                step=float(progress["step"]),
+        if due.log:  # metrics averaged over the window and across ranks
+            stats = loop.flush()
+            last = {
+                **stats.means,
+                "sec_per_kimg": stats.seconds / (stats.images / 1000),
+                "kimg": after / 1000,
+                "step": float(done),
+            }
+            loop.log(
+                last,
+                done,
+                f"[pretrain] kimg {after / 1000:.3f}/{p.total_kimg} step {done} "
+                f"G {last['loss_G']:.3f} D {last['loss_D']:.3f} {last['sec_per_kimg']:.1f} s/kimg",
             )
-            ctx.tracker.log_metrics(last, step=progress["step"])
-            if ctx.is_main:
-                print(
-                    f"[pretrain] kimg {after / 1000:.3f}/{p.total_kimg} step {progress['step']} "
-                    f"G {last['loss_G']:.3f} D {last['loss_D']:.3f} "
-                    f"{last['sec_per_kimg']:.1f} s/kimg",
-                    flush=True,
-                )
-            window, images_in_window, tick = [], 0, time.perf_counter()
-        if ctx.is_main and _crossed(before, after, sample_every_images):
+        if ctx.is_main and due.sample:
             ctx.tracker.log_image(pretrain_samples(G_ema, z_samples), f"samples/kimg_{after / 1000:010.3f}.png")
-        if _crossed(before, after, checkpoint_every_images) or stop_now:
-            _save_checkpoint(ctx, cfg, "pretrain", nets, progress, stream, {**last, "step": float(progress["step"])})
+        if due.report:
+            writer = _checkpoint_writer(ctx, cfg, "pretrain", nets, progress, stream) if due.checkpoint else None
+            loop.report(report_metrics(last, step=done), writer)
         if stop_now:
             break
 
@@ -797,10 +797,15 @@ def train_finetune(
     stream = Stream(sources["anime"], "anime", position)
     z_samples = fixed_latents(SAMPLE_PAIRS, s.latent_dim, run.seed)
 
-    # Train.
+    loop = StageLoop(
+        ctx,
+        Cadence(
+            log_every=f.log_every_steps, sample_every=f.sample_every_steps, checkpoint_every=f.checkpoint_every_steps
+        ),
+    )
+
+    # Train. Intervals count iterations; a report goes out with each checkpoint.
     last: dict[str, float] = {}
-    window: list[dict[str, float]] = []
-    tick = time.perf_counter()
     while progress["step"] < f.iterations:
         step = progress["step"]
         gen = ckpt.step_generator(run.seed, ctx.rank, step)
@@ -810,25 +815,24 @@ def train_finetune(
         )
         progress["step"] = done = step + 1
         progress["num_images_seen"] += global_batch
-        window.append(metrics)
+        loop.add(metrics, global_batch)
         stop_now = done >= f.iterations or ctx.should_stop()
+        due = loop.due(step, done, last=stop_now)
 
-        if (f.log_every_steps and done % f.log_every_steps == 0) or stop_now:
-            elapsed = time.perf_counter() - tick
-            last = mean_across_ranks(_window_mean(window))
-            last.update(it_per_s=len(window) / max(elapsed, 1e-9), step=float(done))
-            ctx.tracker.log_metrics(last, step=done)
-            if ctx.is_main:
-                print(
-                    f"[finetune] iteration {done}/{f.iterations} G {last['loss_G']:.3f} D {last['loss_D']:.3f} "
-                    f"clip {last['loss_clip']:.3f} patch {last['loss_patch']:.3f} {last['it_per_s']:.2f} it/s",
-                    flush=True,
-                )
-            window, tick = [], time.perf_counter()
-        if ctx.is_main and f.sample_every_steps and done % f.sample_every_steps == 0:
+        if due.log:
+            stats = loop.flush()
+            last = {**stats.means, "it_per_s": stats.steps / stats.seconds, "step": float(done)}
+            loop.log(
+                last,
+                done,
+                f"[finetune] iteration {done}/{f.iterations} G {last['loss_G']:.3f} D {last['loss_D']:.3f} "
+                f"clip {last['loss_clip']:.3f} patch {last['loss_patch']:.3f} {last['it_per_s']:.2f} it/s",
+            )
+        if ctx.is_main and due.sample:
             ctx.tracker.log_image(finetune_samples(G_s, G_ema, z_samples), f"samples/step_{done:07d}.png")
-        if (f.checkpoint_every_steps and done % f.checkpoint_every_steps == 0) or stop_now:
-            _save_checkpoint(ctx, cfg, "finetune", nets, progress, stream, {**last, "step": float(done)})
+        if due.report:
+            writer = _checkpoint_writer(ctx, cfg, "finetune", nets, progress, stream) if due.checkpoint else None
+            loop.report(report_metrics(last, step=done), writer)
         if stop_now:
             break
 

@@ -1,16 +1,16 @@
 """Stage 3: semi-supervised translation, as a step function and a worker loop.
 
 `translator_step` is the paper's algorithm box for one batch (update D_U, then D_P, then G
-with F and F_s). `train_translator` is the loop around it: build, resume, iterate the three
-data streams, report, sample, checkpoint. Neither imports Ray or MLflow; the cluster comes in
-through a `WorkerContext`.
+with F and F_s); its patch positions come from an injectable sampler. `train_translator` is
+the loop around it: build, resume, iterate the three data streams, then the shared tail of
+`scenimefy.stages.loop` (log, sample, evaluate, checkpoint, report: one report per epoch end,
+whatever the checkpoint interval). Neither imports Ray or MLflow; the cluster comes in through
+a `WorkerContext`.
 """
 
 from __future__ import annotations
 
-import tempfile
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,17 +26,18 @@ from scenimefy.data.transforms import random_crop_flip
 from scenimefy.inference.translate import load_translator, save_translator_snapshot
 from scenimefy.losses import hard_negative_weights, hdce_loss_layers, lsgan_loss, src_loss_layers, style_patch_nce
 from scenimefy.models.translator import PatchGANDiscriminator, PatchProjection, ResnetGenerator, load_generator_state
+from scenimefy.models.utils import set_requires_grad
 from scenimefy.stages import checkpoint as ckpt
 from scenimefy.stages.context import (
     WorkerContext,
     assert_ranks_identical,
     broadcast_from_main,
     gather_per_rank,
-    mean_across_ranks,
     own_entry,
     rank_checksums,
 )
 from scenimefy.stages.host import configure_process
+from scenimefy.stages.loop import Cadence, StageLoop, report_metrics
 from scenimefy.stages.schedules import hdce_gamma_schedule, lambda_sup_schedule, lr_factor
 
 ARCH_FIELDS = ("ngf", "n_blocks", "ndf", "n_layers_d", "nce_layers", "head_dim")
@@ -130,13 +131,26 @@ def assemble_nets(
     return TranslatorNets(**wrapped, optimizers=optimizers, schedulers=schedulers, frozen=frozen)
 
 
-def set_requires_grad(module: nn.Module, flag: bool) -> None:
-    for p in module.parameters():
-        p.requires_grad_(flag)
-
-
 # ----------------------------------------------------------------------------------------
 # One optimisation step
+
+# Patch positions for one PatchProjection call: the tap features (B, C, H, W) -> one (P,) int64
+# tensor of flat positions per tap, shared by the whole batch.
+PatchSampler = Callable[[Sequence[torch.Tensor]], list[torch.Tensor]]
+
+
+def random_patch_sampler(num_patches: int, generator: torch.Generator) -> PatchSampler:
+    """The default: per tap, the first min(num_patches, H*W) of a CPU ``randperm(H*W)`` drawn
+    from `generator`, the draw `PatchProjection` makes itself (CUT's PatchSampleF)."""
+
+    def sample(feats: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        ids = []
+        for feat in feats:
+            h, w = feat.shape[-2:]
+            ids.append(torch.randperm(h * w, generator=generator)[: min(num_patches, h * w)])
+        return ids
+
+    return sample
 
 
 def translator_step(
@@ -151,12 +165,17 @@ def translator_step(
     total_epochs: int,
     generator: torch.Generator,
     autocast: bool = False,
+    patch_sampler: PatchSampler | None = None,
 ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
-    """D_U step, D_P step, then G + F + F_s step (SPEC.md stage 3, Eq. 8).
+    """D_U step, D_P step, then G + F + F_s step (paper Eq. 8; docs/method.md).
 
     x (B,3,S,S) photos, y anime frames, (xp, yp) a pseudo pair, all in [-1, 1].
+    `patch_sampler` gives the patch positions of the contrastive losses: called once for the
+    unsupervised branch (SRC, hDCE), then once for StylePatchNCE; by default
+    `random_patch_sampler(t.num_patches, generator)`, the step's only use of `generator`.
     Returns detached scalar metrics and the translated images (for sample grids).
     """
+    sample_patches = patch_sampler or random_patch_sampler(t.num_patches, generator)
     b, layers = x.shape[0], list(t.nce_layers)
     device_type = x.device.type
     amp = torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast)
@@ -209,7 +228,9 @@ def translator_step(
         fake_feats = nets.G(torch.cat([fakes_u, fake_xp]), layers=layers, encode_only=True)
 
         # Unsupervised branch: queries from G(x) (and G(y)), keys from x (and y), same positions.
-        q_all, ids = nets.F([f[:n_u].float() for f in fake_feats], t.num_patches, generator=generator)
+        queries = [f[:n_u].float() for f in fake_feats]
+        ids = sample_patches(queries)
+        q_all, ids = nets.F(queries, t.num_patches, patch_ids=ids)
         with torch.no_grad():
             k_all, _ = nets.F([f[:n_u].detach().float() for f in real_feats], t.num_patches, patch_ids=ids)
         q_x, k_x = [q[:b] for q in q_all], [k[:b] for k in k_all]
@@ -225,7 +246,8 @@ def translator_step(
         # Supervised branch: StylePatchNCE between G(x^p) and y^p, both through G's encoder.
         with torch.no_grad():
             yp_feats = nets.frozen["G"](yp, layers=layers, encode_only=True)
-            k_s, ids_s = nets.F_s([f.float() for f in yp_feats], t.num_patches, generator=generator)
+            keys_s = [f.float() for f in yp_feats]
+            k_s, ids_s = nets.F_s(keys_s, t.num_patches, patch_ids=sample_patches(keys_s))
         q_s, _ = nets.F_s([f[n_u:].float() for f in fake_feats], t.num_patches, patch_ids=ids_s)
         loss_style = style_patch_nce(q_s, k_s, tau=t.nce_tau)
 
@@ -271,19 +293,9 @@ def sample_grid(
 
 def check_arch(saved: dict, current: TranslatorConfig) -> None:
     """On resume the architecture comes from the checkpoint; a conflicting config is an error."""
-    diffs = []
-    for name in ARCH_FIELDS:
-        old, new = saved.get(name), getattr(current, name)
-        if isinstance(new, tuple):
-            old = tuple(old) if old is not None else None
-        if old != new:
-            diffs.append(f"translator.{name}: checkpoint {old!r} vs config {new!r}")
-    if diffs:
-        raise ValueError(
-            "cannot resume: the checkpoint's architecture differs from the config ("
-            + "; ".join(diffs)
-            + "). Drop these overrides, or start a new run with another run.name"
-        )
+    ckpt.check_same_architecture(
+        {f"translator.{name}": (saved.get(name), getattr(current, name)) for name in ARCH_FIELDS}
+    )
 
 
 def _batch_to_tensors(
@@ -359,13 +371,12 @@ def train_translator(
     streams = {name: Stream(src, name, positions[name]) for name, src in sources.items()}
     crop = cfg.data.crop_size
 
-    def save_checkpoint(metrics: dict[str, float]) -> None:
+    def checkpoint_writer() -> Callable[[str], None]:
+        """Every rank: the consistency check and the RNG gather; rank 0 runs the returned writer."""
         assert_ranks_identical(bare)
         rng_states = gather_per_rank(ckpt.rng_state())
-        if not ctx.is_main:
-            ctx.report(metrics, None)
-            return
-        with tempfile.TemporaryDirectory(prefix="scenimefy-ckpt-") as d:
+
+        def write(d: str) -> None:
             ckpt.save_state(
                 d,
                 {
@@ -384,14 +395,25 @@ def train_translator(
             )
             save_translator_snapshot(Path(d) / ckpt.TRANSLATOR_SNAPSHOT_FILE, bare["G"], to_dict(cfg))
             (Path(d) / ckpt.CONFIG_FILE).write_text(dump_yaml(cfg))
-            ctx.report(metrics, d)
 
-    # Train.
+        return write
+
+    # Train. Checkpoints every checkpoint_every_steps and at each epoch end; a report at each
+    # epoch end (with the evaluation scores when evaluating) and with each checkpoint.
+    loop = StageLoop(
+        ctx,
+        Cadence(
+            log_every=t.log_every_steps,
+            sample_every=t.sample_every_steps,
+            checkpoint_every=t.checkpoint_every_steps,
+            checkpoint_at_epoch_ends=True,
+            report_at_epoch_ends=True,
+            evaluate_every_epochs=max(1, cfg.evaluate.every_epochs) if ctx.evaluate is not None else 0,
+            last_epoch=total_epochs,
+        ),
+    )
     last: dict[str, float] = {}
     evaluation: dict[str, float] = dict(state.get("evaluation", {})) if state is not None else {}
-    eval_every = max(1, cfg.evaluate.every_epochs)
-    window: list[dict[str, float]] = []
-    tick, images_in_window = time.perf_counter(), 0
     stopped = False
     while progress["epoch"] <= total_epochs and not stopped:
         epoch = progress["epoch"]
@@ -409,59 +431,60 @@ def train_translator(
             metrics, images = translator_step(
                 nets, x, y, xp, yp, t=t, epoch=epoch, total_epochs=total_epochs, generator=gen, autocast=autocast
             )
-            progress["step"] = step + 1
+            progress["step"] = done = step + 1
             progress["num_images_seen"] += x.shape[0] * ctx.world_size
-            window.append(metrics)
-            images_in_window += x.shape[0] * ctx.world_size
-            done = progress["step"]
+            loop.add(metrics, x.shape[0] * ctx.world_size)
+            end_of_epoch = done == epoch * steps_per_epoch
+            stopped = bool(t.max_steps and done >= t.max_steps) or ctx.should_stop()
+            due = loop.due(
+                step,
+                done,
+                epoch=epoch if end_of_epoch else None,
+                last=stopped or (end_of_epoch and epoch == total_epochs),
+            )
 
-            # Report at intervals: metrics averaged over the window and across ranks.
-            if done % t.log_every_steps == 0 or done == t.max_steps:
-                elapsed = time.perf_counter() - tick
-                last = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
-                last = mean_across_ranks(last)
-                last.update(
-                    img_per_s=images_in_window / max(elapsed, 1e-9),
-                    lr=optimizers["G"].param_groups[0]["lr"],
-                    epoch=float(epoch),
-                    step=float(done),
+            if due.log:  # metrics averaged over the window and across ranks
+                stats = loop.flush()
+                last = {
+                    **stats.means,
+                    "img_per_s": stats.images / stats.seconds,
+                    "lr": optimizers["G"].param_groups[0]["lr"],
+                    "epoch": float(epoch),
+                    "step": float(done),
+                }
+                loop.log(
+                    last,
+                    done,
+                    f"[translator] epoch {epoch}/{total_epochs} step {done} "
+                    f"({done - (epoch - 1) * steps_per_epoch}/{steps_per_epoch}) "
+                    f"G {last['loss_G']:.3f} D_U {last['loss_D_U']:.3f} D_P {last['loss_D_P']:.3f} "
+                    f"lambda_sup {last['lambda_sup']:.3f} {last['img_per_s']:.2f} img/s",
                 )
-                ctx.tracker.log_metrics(last, step=done)
-                if ctx.is_main:
-                    print(
-                        f"[translator] epoch {epoch}/{total_epochs} step {done} "
-                        f"({done - (epoch - 1) * steps_per_epoch}/{steps_per_epoch}) "
-                        f"G {last['loss_G']:.3f} D_U {last['loss_D_U']:.3f} D_P {last['loss_D_P']:.3f} "
-                        f"lambda_sup {last['lambda_sup']:.3f} {last['img_per_s']:.2f} img/s",
-                        flush=True,
-                    )
-                window, images_in_window, tick = [], 0, time.perf_counter()
-            if ctx.is_main and t.sample_every_steps and done % t.sample_every_steps == 0:
+            if ctx.is_main and due.sample:
                 ctx.tracker.log_image(
                     sample_grid(x, images["fake_x"], xp, images["fake_xp"], yp), f"samples/step_{done:07d}.png"
                 )
-            end_of_epoch = done == epoch * steps_per_epoch
-            if end_of_epoch and ctx.evaluate is not None and (epoch % eval_every == 0 or epoch == total_epochs):
+            if due.evaluate:
                 # rank 0 scores the generator; every rank reports the same values (Tune/ASHA read them)
                 scores = ctx.evaluate(bare["G"], epoch) if ctx.is_main else {}
                 evaluation = broadcast_from_main(scores)
                 ctx.tracker.log_metrics(evaluation, step=done)
-            last.update(evaluation)
             if end_of_epoch:
                 for s in schedulers.values():
                     s.step()
                 progress["epoch"] = epoch + 1
-            stop_now = (t.max_steps and done >= t.max_steps) or ctx.should_stop()
-            if end_of_epoch or done % t.checkpoint_every_steps == 0 or stop_now:
-                save_checkpoint({**last, "step": float(done), "epoch": float(epoch)})
-            if stop_now:
-                stopped = True
+            if due.report:
+                loop.report(
+                    report_metrics(last, step=done, epoch=due.epoch, scores=evaluation),
+                    checkpoint_writer() if due.checkpoint else None,
+                )
+            if stopped:
                 break
 
     return {
         "step": progress["step"],
         "epoch": progress["epoch"],
         "resumed_from_step": state["progress"]["step"] if state is not None else None,
-        "metrics": last,
+        "metrics": {**last, **evaluation},
         "rank_checksums": rank_checksums(bare),
     }
