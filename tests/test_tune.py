@@ -433,6 +433,7 @@ def _sweep_cfg(inputs, out: Path, *extra):
         "translator.n_epochs_decay=1",
         "translator.log_every_steps=1",
         "translator.sample_every_steps=0",
+        "translator.checkpoint_every_steps=1",  # mid-epoch checkpoints: their reports (no epoch) stay in Train
         f"evaluate.photos={d['test']}",
         "evaluate.size=32",
         "evaluate.batch_size=4",
@@ -573,3 +574,23 @@ def test_two_trial_sweep_stops_one_early_resumes_after_an_interruption_and_expor
     assert {"results.csv", "best.yaml", "objective_vs_params.png", "sweep.yaml"} <= {
         a.path for a in client.list_artifacts(out.parent_run_id)
     }
+
+
+def test_only_reports_that_close_an_epoch_reach_tune(monkeypatch):
+    """Interval-checkpoint reports carry no epoch and no scores; Tune would refuse them as results."""
+    import ray.tune.integration.ray_train as ray_train
+
+    from scenimefy.distributed.tune.trial import epoch_results_to_tune
+
+    forwarded = []
+
+    class Session:
+        def _get_or_create_inter_actor_queue(self):
+            return type("Queue", (), {"put": staticmethod(forwarded.append)})()
+
+    monkeypatch.setattr(ray_train, "_in_tune_session", lambda: True)
+    monkeypatch.setattr(ray_train, "get_session", lambda: Session())
+    callback = epoch_results_to_tune()
+    callback.after_report(None, [{"step": 3.0, "loss_G": 1.0}], None)  # an interval checkpoint mid-epoch
+    callback.after_report(None, [{"step": 4.0, "epoch": 2.0, "objective": 7.5}], None)  # the epoch's close
+    assert forwarded == [{"step": 4.0, "epoch": 2.0, "objective": 7.5}]

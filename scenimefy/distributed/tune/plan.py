@@ -24,9 +24,6 @@ SWEEP_FILE = "sweep.yaml"
 TIME_ATTR = "epoch"  # ASHA's clock: the epoch each result closes (robust to a trial resuming mid-sweep)
 DRIVER_RESOURCE = "trial_driver"  # a custom resource that, when the cluster declares it, holds trial drivers
 
-# The translator.checkpoint_every_steps of a trial, so that a trial reports to Tune at epoch ends only.
-REPORT_ONLY_AT_EPOCH_ENDS = 10**9
-
 
 # ----------------------------------------------------------------------------------------
 # Resources: what one trial needs, and how many fit at once
@@ -203,7 +200,6 @@ def trial_base_config(cfg: Config, sweep_dir: Path, tracking_uri: str) -> Config
     base.run.mlflow_tracking_uri = tracking_uri
     base.data.cache_dir = base.data.cache_dir or str(sweep_dir / "cache")
     base.evaluate.every_epochs = 1
-    base.translator.checkpoint_every_steps = REPORT_ONLY_AT_EPOCH_ENDS
     return base.validate()
 
 

@@ -11,6 +11,7 @@ import yaml
 
 from scenimefy.config import Config, from_dict, set_value
 from scenimefy.data.images import atomic_path
+from scenimefy.distributed.tune.plan import TIME_ATTR
 from scenimefy.distributed.tune.space import THRESHOLD_KEYS
 
 
@@ -64,10 +65,10 @@ def run_trial(config: dict, *, base: dict, sweep: dict) -> None:
     """Function trainable: the searched values over the base config, then fit() the translator.
 
     The Train run is named `<tune.name>-<trial id>`: a restored trial's TorchTrainer resumes
-    from that run's latest checkpoint (docs/ray.md). Metrics reach Tune via TuneReportCallback.
+    from that run's latest checkpoint (docs/ray.md). Its epoch results reach Tune through
+    `epoch_results_to_tune()`.
     """
     from ray import tune
-    from ray.tune.integration.ray_train import TuneReportCallback
 
     from scenimefy.distributed.translator import train_translator_on_ray
 
@@ -81,4 +82,21 @@ def run_trial(config: dict, *, base: dict, sweep: dict) -> None:
             cache_root=Path(sweep["dir"]) / "pairs",
         )
     cfg.validate()
-    train_translator_on_ray(cfg, callbacks=[TuneReportCallback()], parent_run_id=sweep["parent_run_id"])
+    train_translator_on_ray(cfg, callbacks=[epoch_results_to_tune()], parent_run_id=sweep["parent_run_id"])
+
+
+def epoch_results_to_tune() -> Any:
+    """A Ray Train callback that passes to Tune the reports that close an epoch, and only those.
+
+    The translator also reports at its interval checkpoints; those reports carry no `epoch` (ASHA's
+    clock) and no scores, and Tune refuses a result without its metric. Ray's `TuneReportCallback`
+    forwards every report; this one keeps the epoch results.
+    """
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    class EpochResultsToTune(TuneReportCallback):
+        def after_report(self, run_context, metrics, checkpoint):
+            if metrics and TIME_ATTR in metrics[0]:
+                super().after_report(run_context, metrics, checkpoint)
+
+    return EpochResultsToTune()
