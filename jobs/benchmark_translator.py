@@ -33,6 +33,7 @@ from jobs.benchmarking import (
 )
 from scenimefy.config import COMPILE_MODES, TranslatorConfig, load_config
 from scenimefy.losses import hard_negative_weights, hdce_loss_layers, lsgan_loss, src_loss_layers, style_patch_nce
+from scenimefy.models.utils import set_requires_grad
 from scenimefy.stages.host import configure_process
 from scenimefy.stages.schedules import hdce_gamma_schedule, lambda_sup_schedule
 from scenimefy.stages.translator import (
@@ -40,7 +41,6 @@ from scenimefy.stages.translator import (
     assemble_nets,
     build_networks,
     build_optimizers,
-    set_requires_grad,
     translator_step,
 )
 

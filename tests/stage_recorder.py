@@ -2,6 +2,9 @@
 
 import shutil
 import tempfile
+from collections.abc import Iterator
+
+import numpy as np
 
 from scenimefy.stages.context import WorkerContext
 from scenimefy.stages.tracker import NullTracker
@@ -50,3 +53,20 @@ class Recorder:
         return WorkerContext(
             report=self.report, latest_checkpoint=lambda: self.resume_from, tracker=tracker or MemoryTracker()
         )
+
+
+class ArraySource:
+    """In-memory `BatchSource` over this rank's slice of arrays, reshuffled per pass like the Ray Data shards."""
+
+    def __init__(
+        self, arrays: dict[str, np.ndarray], *, batch_size: int, seed: int, rank: int = 0, world_size: int = 1
+    ):
+        n = len(next(iter(arrays.values())))
+        self.indices = np.arange(n)[rank::world_size]
+        self.arrays, self.batch_size, self.seed = arrays, batch_size, seed
+
+    def passes(self, index: int) -> Iterator[dict[str, np.ndarray]]:
+        order = np.random.default_rng([self.seed, index]).permutation(self.indices)
+        for start in range(0, len(order) - self.batch_size + 1, self.batch_size):
+            rows = order[start : start + self.batch_size]
+            yield {k: v[rows] for k, v in self.arrays.items()}

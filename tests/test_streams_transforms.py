@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 import torch
+from stage_recorder import ArraySource
 
-from scenimefy.data.streams import ArraySource, Stream, StreamPosition
+from scenimefy.data.streams import Stream, StreamPosition
 from scenimefy.data.transforms import random_crop_flip
 
 

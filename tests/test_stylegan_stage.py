@@ -6,11 +6,10 @@ import sys
 import numpy as np
 import pytest
 import torch
-from stage_recorder import MemoryTracker, Recorder
+from stage_recorder import ArraySource, MemoryTracker, Recorder
 from tiny_priors import tiny_priors_config
 
 from scenimefy.config import load_config
-from scenimefy.data.streams import ArraySource
 from scenimefy.models.rosinality import load_rosinality_checkpoint, save_rosinality_checkpoint
 from scenimefy.models.stylegan2 import freeze_for_finetuning
 from scenimefy.priors.loading import PriorNotAvailable

@@ -3,10 +3,9 @@
 import numpy as np
 import pytest
 import torch
-from stage_recorder import MemoryTracker, Recorder
+from stage_recorder import ArraySource, MemoryTracker, Recorder
 
 from scenimefy.config import load_config
-from scenimefy.data.streams import ArraySource
 from scenimefy.stages.translator import (
     TranslatorNets,
     assemble_nets,

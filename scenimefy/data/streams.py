@@ -7,8 +7,7 @@ every pass with a seed derived from (seed, pass). A stream's position is two int
 stopped instead of restarting the pass.
 
 A `BatchSource` is anything with `passes(index) -> iterable of dict batches`: the Ray Data
-shard adapter lives in `scenimefy.distributed.data`; `ArraySource` below serves tests and
-single-process runs.
+shard adapter lives in `scenimefy.distributed.data`; the stage tests use an in-memory one.
 """
 
 from __future__ import annotations
@@ -58,20 +57,3 @@ class Stream:
             f"the {self.name!r} data shard of this worker yields no full batch: it holds fewer images than "
             "batch_size_per_worker; add images or lower translator.batch_size_per_worker / run.num_workers"
         )
-
-
-class ArraySource:
-    """In-memory source over this rank's slice of arrays (tests, single-process runs)."""
-
-    def __init__(
-        self, arrays: dict[str, np.ndarray], *, batch_size: int, seed: int, rank: int = 0, world_size: int = 1
-    ):
-        n = len(next(iter(arrays.values())))
-        self.indices = np.arange(n)[rank::world_size]
-        self.arrays, self.batch_size, self.seed = arrays, batch_size, seed
-
-    def passes(self, index: int) -> Iterator[dict[str, np.ndarray]]:
-        order = np.random.default_rng([self.seed, index]).permutation(self.indices)
-        for start in range(0, len(order) - self.batch_size + 1, self.batch_size):
-            rows = order[start : start + self.batch_size]
-            yield {k: v[rows] for k, v in self.arrays.items()}

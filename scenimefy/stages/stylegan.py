@@ -581,6 +581,17 @@ def _dig(data: dict, dotted: str) -> Any:
 # Stage 0: the pretraining loop
 
 
+def _loop_summary(progress: dict, state: dict | None, last: dict[str, float], modules: dict[str, nn.Module]) -> dict:
+    """What a StyleGAN loop returns: counters, where it resumed from, the last metrics, per-rank checksums."""
+    return {
+        "step": progress["step"],
+        "num_images_seen": progress["num_images_seen"],
+        "resumed_from_step": state["progress"]["step"] if state is not None else None,
+        "metrics": last,
+        "rank_checksums": rank_checksums(modules),
+    }
+
+
 def train_pretrain(cfg: Config, sources: dict[str, BatchSource], ctx: WorkerContext) -> dict[str, Any]:
     """Train G_s on real photos until ``pretrain.total_kimg`` thousand images have been shown.
 
@@ -698,13 +709,7 @@ def train_pretrain(cfg: Config, sources: dict[str, BatchSource], ctx: WorkerCont
         if stop_now:
             break
 
-    return {
-        "step": progress["step"],
-        "num_images_seen": progress["num_images_seen"],
-        "resumed_from_step": state["progress"]["step"] if state is not None else None,
-        "metrics": last,
-        "rank_checksums": rank_checksums({"G": G, "D": D, "G_ema": G_ema}),
-    }
+    return _loop_summary(progress, state, last, {"G": G, "D": D, "G_ema": G_ema})
 
 
 # ----------------------------------------------------------------------------------------
@@ -836,10 +841,4 @@ def train_finetune(
         if stop_now:
             break
 
-    return {
-        "step": progress["step"],
-        "num_images_seen": progress["num_images_seen"],
-        "resumed_from_step": state["progress"]["step"] if state is not None else None,
-        "metrics": last,
-        "rank_checksums": rank_checksums({"G": G_t, "D": D, "G_ema": G_ema}),
-    }
+    return _loop_summary(progress, state, last, {"G": G_t, "D": D, "G_ema": G_ema})
