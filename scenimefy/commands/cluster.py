@@ -12,8 +12,9 @@ vars; $MLFLOW_TRACKING_URI is forwarded when set), prints the job id, waits (or 
 logs) and exits 0 when the job SUCCEEDED, 1 when it FAILED or was STOPPED. User errors print
 one line (exit 2, through the CLI's ValueError handling).
 
-On a token-auth cluster set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH);
-Ray's client adds the header.
+Token authentication: the token comes from Ray's usual sources ($RAY_AUTH_TOKEN, the file
+$RAY_AUTH_TOKEN_PATH names, ~/.ray/auth_token) and is sent as a bearer header on every request,
+whatever $RAY_AUTH_MODE says; a 401 (no token) or 403 (wrong token) is one line naming the fix.
 """
 
 from __future__ import annotations
@@ -44,6 +45,56 @@ AUTOSCALE_START_TIMEOUT_S = 900  # Ray Train's worker-group start timeout when n
 
 class ClusterError(ValueError):
     """A user-caused problem with the cluster or the job (printed as one line)."""
+
+
+# ----------------------------------------------------------------------------------------
+# Token authentication (Ray >= 2.52: `RAY_AUTH_MODE=token` on the cluster)
+
+TOKEN_HINT = (
+    "set RAY_AUTH_TOKEN, or RAY_AUTH_TOKEN_PATH to a file holding it, or put it in ~/.ray/auth_token "
+    "(`ray get-auth-token` on the head prints it; on KubeRay it is in the cluster's token Secret)"
+)
+
+
+def auth_token() -> tuple[str | None, str]:
+    """(the cluster token, where it came from), from Ray's sources in Ray's order; (None, "") when none.
+
+    $RAY_AUTH_TOKEN, then the file named by $RAY_AUTH_TOKEN_PATH, then ~/.ray/auth_token. A path
+    that is set but unreadable is an error naming it (a token silently not sent reads as a 401).
+    """
+    token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
+    if token:
+        return token, "$RAY_AUTH_TOKEN"
+    named = os.environ.get("RAY_AUTH_TOKEN_PATH", "")
+    path = Path(named).expanduser() if named else Path.home() / ".ray" / "auth_token"
+    try:
+        token = path.read_text().strip()
+    except FileNotFoundError:
+        if named:
+            raise ClusterError(
+                f"RAY_AUTH_TOKEN_PATH={named}: no such file; point it at the cluster's token file"
+            ) from None
+        return None, ""
+    except OSError as e:
+        raise ClusterError(f"cannot read the Ray token file {path}: {e.strerror or e}; fix its permissions") from None
+    return (token, str(path)) if token else (None, "")
+
+
+def auth_headers() -> dict[str, str]:
+    """{"Authorization": "Bearer <token>"} when a token is available, else {}."""
+    token, _ = auth_token()
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def auth_error(address: str, status: int) -> ClusterError:
+    """The one-line message for a 401 (no token sent) or a 403 (the token is not this cluster's)."""
+    _, source = auth_token()
+    if status == 401 or not source:
+        return ClusterError(f"the Ray cluster at {address} requires a token and none was sent: {TOKEN_HINT}")
+    return ClusterError(
+        f"the Ray cluster at {address} refused the token from {source} (HTTP {status}): it is not this cluster's; "
+        f"{TOKEN_HINT}"
+    )
 
 
 # ----------------------------------------------------------------------------------------
@@ -91,11 +142,15 @@ def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
             f"cannot reach the Ray dashboard at {address}: {reason}. Is the head up (`ray status` on it) and is the "
             f"dashboard on port {port}?"
         ) from None
-    # Something listens; Ray's client has no timeout, so make sure it answers HTTP at all.
+    # Something listens; Ray's client has no timeout, so make sure it answers HTTP at all, and
+    # that it accepts our token (/api/version needs one on a token-auth cluster).
+    request = urllib.request.Request(address + "/api/version", headers=auth_headers())
     try:
-        urllib.request.urlopen(address + "/api/version", timeout=timeout_s).close()
-    except urllib.error.HTTPError:
-        pass  # an answer (401 on token-auth clusters, 404 from something else): the client explains it
+        urllib.request.urlopen(request, timeout=timeout_s).close()
+    except urllib.error.HTTPError as e:
+        if e.code in (401, 403):
+            raise auth_error(address, e.code) from None
+        # any other answer (404 from something else): the client explains it
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
         raise ClusterError(
@@ -130,24 +185,24 @@ def connect(address: str | None) -> Any:
 
     with _address_env(address):
         try:
-            return JobSubmissionClient(address)
+            return JobSubmissionClient(address, headers=auth_headers())
         except ConnectionError as e:
             raise ClusterError(f"{e} Is this the dashboard port (default 8265)?") from None
         except (RuntimeError, ValueError, OSError) as e:  # 404, 5xx, non-JSON: something else listens there
             raise ClusterError(f"{address} answered, but not as a Ray dashboard ({str(e).splitlines()[0]})") from None
         except AuthenticationError as e:
-            raise ClusterError(
-                f"the cluster at {address} wants a token: set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or "
-                f"RAY_AUTH_TOKEN_PATH) ({str(e).splitlines()[0]})"
-            ) from None
+            raise auth_error(address, 403 if "failed" in str(e).splitlines()[0].lower() else 401) from None
 
 
 def cluster_gpus(address: str) -> float:
-    """GPUs of the alive nodes, from the dashboard's State API."""
-    from ray.util.state import list_nodes
+    """GPUs of the alive nodes, from the dashboard's State API (with the token, when there is one)."""
+    from ray.util.state.api import StateApiClient
+    from ray.util.state.common import ListApiOptions, StateResource
 
+    options = ListApiOptions(filters=[("state", "=", "ALIVE")], timeout=int(CONNECT_TIMEOUT_S * 2))
     with _address_env(address):
-        nodes = list_nodes(address=address, filters=[("state", "=", "ALIVE")], timeout=int(CONNECT_TIMEOUT_S * 2))
+        client = StateApiClient(address=address, headers={"Content-Type": "application/json", **auth_headers()})
+        nodes = client.list(StateResource.NODES, options=options, raise_on_missing_output=True)
     return float(sum(n.resources_total.get("GPU", 0) for n in nodes))
 
 
