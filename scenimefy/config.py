@@ -153,9 +153,15 @@ class FieldInfo:
 class RunConfig:
     """Where a run lives and how it is distributed."""
 
-    name: str = param("scenimefy", doc="run name: a rerun with the same name resumes", affects=EXECUTION)
+    name: str = param(
+        "scenimefy",
+        doc="run name, a plain folder name (no '/', not starting with '.'): a rerun with the same name resumes",
+        affects=EXECUTION,
+    )
     output_dir: str = param(
-        "runs", doc="root of run directories (local path, or s3:// / gs:// for Ray storage)", affects=EXECUTION
+        "runs",
+        doc="root of run directories: a local path, on a cluster one every node mounts (URIs are refused)",
+        affects=EXECUTION,
     )
     seed: int = param(0, doc="every random stream derives from (seed, rank, step)", affects=RESULTS, valid=at_least(0))
     num_workers: int = param(
@@ -794,7 +800,44 @@ class Config:
                 f"translator.n_epochs={t.n_epochs} + translator.n_epochs_decay={t.n_epochs_decay}: need at least "
                 "1 epoch in all"
             )
+        check_run_name(self.run.name)
+        check_output_dir(self.run.output_dir)
         return self
+
+
+def check_run_name(name: str) -> str:
+    """`run.name` names a folder under run.output_dir: one plain path component, nothing that climbs out."""
+    bad = (
+        not name
+        or name in (".", "..")
+        or name.startswith((".", "~", "-"))
+        or any(c in name for c in "/\\:")
+        or any(ord(c) < 32 or ord(c) == 127 for c in name)
+        or len(name) > 200
+    )
+    if bad:
+        raise ConfigError(
+            f"run.name={name!r}: need a plain folder name (letters, digits, '-', '_', '.', spaces; no '/', '\\' "
+            "or ':', not starting with '.', '~' or '-', at most 200 characters), e.g. run.name=my-run"
+        )
+    return name
+
+
+def check_output_dir(output_dir: str) -> str:
+    """`run.output_dir` is a local (or mounted) path: the stages write plain files under it.
+
+    Snapshots, selected pairs, Parquet caches and pipeline records are written with local file
+    calls, so a URI here would become a relative folder named "s3:" and the outputs would be lost
+    with the job's working dir. Refused at parse time, before anything starts.
+    """
+    if not output_dir:
+        raise ConfigError("run.output_dir is empty: give a folder, e.g. run.output_dir=runs")
+    if "://" in output_dir:
+        raise ConfigError(
+            f"run.output_dir={output_dir}: URIs are not supported for outputs (the stages write local files); "
+            "give a path every node mounts, e.g. run.output_dir=/shared/runs (data.* may be s3:// or gs:// URIs)"
+        )
+    return output_dir
 
 
 # ----------------------------------------------------------------------------------------

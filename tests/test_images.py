@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from scenimefy.data.images import atomic_path, from_uint8, image_grid, save_image_atomic, to_uint8
+from scenimefy.data.images import OWNED_MARKER, atomic_path, from_uint8, image_grid, save_image_atomic, to_uint8
 
 # ----------------------------------------------------------------------------------------
 # to_uint8 / from_uint8
@@ -100,6 +100,7 @@ def test_atomic_path_replaces_a_folder_as_a_whole(tmp_path):
     target = tmp_path / "selected"
     (target / "trainA").mkdir(parents=True)
     (target / "trainA" / "old.png").write_text("old")
+    (target / OWNED_MARKER).write_text("")  # a folder scenimefy wrote: replaceable
     with atomic_path(target) as tmp:
         os.makedirs(os.path.join(tmp, "trainA"))
         with open(os.path.join(tmp, "trainA", "new.png"), "w") as f:
@@ -113,11 +114,12 @@ def test_atomic_path_on_exception_removes_a_temp_folder_and_keeps_the_old_one(tm
     target = tmp_path / "selected"
     target.mkdir()
     (target / "keep.png").write_text("old")
+    (target / OWNED_MARKER).write_text("")
     with pytest.raises(RuntimeError, match="boom"):
         with atomic_path(target) as tmp:
             os.makedirs(os.path.join(tmp, "trainA"))
             raise RuntimeError("boom")
-    assert os.listdir(target) == ["keep.png"]
+    assert sorted(os.listdir(target)) == sorted([OWNED_MARKER, "keep.png"])
     assert os.listdir(tmp_path) == ["selected"]
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -206,10 +207,33 @@ def _is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
+def walk_folders(root: str | os.PathLike) -> Iterator[tuple[str, list[str]]]:
+    """(folder, its non-hidden file names) for `root` and every folder below it, each once.
+
+    Symlinked folders are followed, but a folder already visited (the same device and inode,
+    reached through a link) is not entered again, so a symlink cycle cannot loop. Hidden
+    files and folders (leading dot) are skipped.
+    """
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        try:
+            st = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            dirnames[:] = []  # reached again through a link: already listed
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        yield dirpath, [f for f in filenames if not f.startswith(".")]
+
+
 def list_image_files(root: str | os.PathLike) -> list[str]:
     """All image files under `root`, recursively, sorted; hidden files and folders skipped.
 
-    A path to a single file returns `[path]` whatever its suffix.
+    A path to a single file returns `[path]` whatever its suffix. Symlinks are followed, each
+    folder listed once (`walk_folders`: a symlink cycle cannot loop).
     """
     root = os.fspath(root)
     if not os.path.exists(root):
@@ -217,9 +241,8 @@ def list_image_files(root: str | os.PathLike) -> list[str]:
     if os.path.isfile(root):
         return [root]
     found: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        found.extend(os.path.join(dirpath, f) for f in filenames if not f.startswith(".") and _is_image_name(f))
+    for dirpath, filenames in walk_folders(root):
+        found.extend(os.path.join(dirpath, f) for f in filenames if _is_image_name(f))
     return sorted(found)
 
 

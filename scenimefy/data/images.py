@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
@@ -60,25 +62,104 @@ def from_uint8(a: np.ndarray | torch.Tensor) -> torch.Tensor:
 # Atomic writes
 
 
+OWNED_MARKER = ".scenimefy-output"  # in every folder atomic_path writes: "this folder is ours to replace"
+LEFTOVER_AGE_S = 3600.0  # a temporary or moved-aside entry older than this is a killed write's leftover
+_swept: set[str] = set()  # folders already cleaned of leftovers by this process
+
+
+class NotOursError(ValueError):
+    """A folder would be replaced, but scenimefy did not write it (one line: the path and the fix)."""
+
+
+def is_owned_folder(path: str | os.PathLike, also: Sequence[str] = ()) -> bool:
+    """True when `path` is an empty folder or holds `OWNED_MARKER` (or one of the `also` names)."""
+    try:
+        names = set(os.listdir(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return not names or OWNED_MARKER in names or any(n in names for n in also)
+
+
+def check_replaceable(path: str | os.PathLike, *, what: str = "output folder", also: Sequence[str] = ()) -> None:
+    """Raise NotOursError unless `path` is absent, an empty folder, or a folder scenimefy wrote.
+
+    `also`: further file names that mark a folder as ours (the manifest or record a command writes
+    into its output), so outputs from before `OWNED_MARKER` existed are still recognised.
+    """
+    path = os.fspath(path)
+    if not os.path.lexists(path):
+        return
+    if os.path.islink(path) or not os.path.isdir(path):
+        raise NotOursError(
+            f"{what} {path} exists and is not a folder scenimefy wrote: nothing is replaced; choose a new path"
+        )
+    if not is_owned_folder(path, also):
+        raise NotOursError(
+            f"{what} {path} is not empty and was not written by scenimefy (no {OWNED_MARKER} in it): nothing is "
+            "replaced; choose a new or empty folder"
+        )
+
+
+def clean_leftovers(directory: str | os.PathLike, *, min_age_s: float = LEFTOVER_AGE_S) -> list[str]:
+    """Remove what killed writes left in `directory`; returns the removed paths.
+
+    Leftovers are `atomic_path`'s hidden names: `.NAME.<12 hex>.tmp[SUFFIX]` (a write that never
+    finished) and `.NAME.old-<12 hex>` (a replaced folder not yet deleted). Only entries older than
+    `min_age_s` go, so a write in progress in another process is never touched.
+    """
+    removed = []
+    now = time.time()
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not _LEFTOVER.fullmatch(entry.name):
+            continue
+        try:
+            if now - entry.stat(follow_symlinks=False).st_mtime < min_age_s:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.remove(entry.path)
+        except OSError:
+            continue  # gone already, or not ours to remove: left alone
+        removed.append(entry.path)
+    return removed
+
+
+_LEFTOVER = re.compile(r"\..+\.(?:[0-9a-f]{12}\.tmp.*|old-[0-9a-f]{12})", re.S)
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, *, durable: bool = True) -> Iterator[str]:
+def atomic_path(path: str | os.PathLike, *, durable: bool = True, owned_by: Sequence[str] = ()) -> Iterator[str]:
     """Yield a temporary path beside `path`; on success rename it onto `path`.
 
     The temporary name is hidden (leading dot) and keeps the suffix, so writers that pick a
     format from the suffix still work. On an exception the temporary file is removed and the
     previous `path` (if any) is left untouched. Parent folders are created. `durable` fsyncs
     the bytes before the rename (survives power loss, not only a crash; about 3 ms a file).
+    The first write into a folder in a process removes the leftovers of killed writes there
+    (`clean_leftovers`).
 
         with atomic_path("ckpt/state.pt") as tmp:
             torch.save(state, tmp)
 
-    The writer may also make a folder at the temporary path: that folder then replaces a
-    previous folder `path` as a whole (the old one is moved aside, then deleted), and is
-    removed on an exception. A folder's files are not fsynced.
+    The writer may also make a folder at the temporary path: that folder gets `OWNED_MARKER`
+    and then replaces a previous folder `path` as a whole (the old one is moved aside, then
+    deleted), and is removed on an exception. A previous folder is replaced only when it is
+    empty or scenimefy wrote it (`OWNED_MARKER`, or one of the names in `owned_by`); any other
+    raises NotOursError before the writer runs. A folder's files are not fsynced.
     """
     path = os.fspath(path)
     directory, name = os.path.split(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
+    if directory not in _swept:
+        _swept.add(directory)
+        clean_leftovers(directory)
+    if os.path.isdir(path):
+        check_replaceable(path, also=owned_by)
     suffix = os.path.splitext(name)[1]
     tmp = os.path.join(directory, f".{name}.{uuid.uuid4().hex[:12]}.tmp{suffix}")
     try:
@@ -86,7 +167,9 @@ def atomic_path(path: str | os.PathLike, *, durable: bool = True) -> Iterator[st
         if not os.path.exists(tmp):
             raise FileNotFoundError(f"atomic_path: nothing was written to the temporary file for {path}")
         if os.path.isdir(tmp):
-            _replace_dir(tmp, path)
+            with open(os.path.join(tmp, OWNED_MARKER), "w") as f:
+                f.write("written by scenimefy; replaced as a whole by its next write\n")
+            _replace_dir(tmp, path, owned_by)
             return
         if durable:
             with contextlib.suppress(OSError):
@@ -105,10 +188,11 @@ def atomic_path(path: str | os.PathLike, *, durable: bool = True) -> Iterator[st
         raise
 
 
-def _replace_dir(new: str, dst: str) -> None:
-    """Rename folder `new` onto `dst`; an existing `dst` is moved aside first and deleted after."""
+def _replace_dir(new: str, dst: str, owned_by: Sequence[str] = ()) -> None:
+    """Rename folder `new` onto `dst`; an existing `dst` (ours: checked again) is moved aside and deleted."""
     old = None
-    if os.path.exists(dst):
+    if os.path.lexists(dst):
+        check_replaceable(dst, also=owned_by)
         old = os.path.join(os.path.dirname(dst), f".{os.path.basename(dst)}.old-{uuid.uuid4().hex[:12]}")
         os.replace(dst, old)
     try:

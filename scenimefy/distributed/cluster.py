@@ -46,7 +46,8 @@ def init_ray(*, num_cpus_needed: float = 0) -> None:
     if os.environ.get("RAY_ADDRESS") or os.environ.get("RAY_JOB_ID"):
         ray.init(log_to_driver=True)
         return
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # Ray's default authentication stays as it is (token auth for a new local cluster, the token
+    # kept in ~/.ray/auth_token): a local run does not switch it off.
     cpus = max(os.cpu_count() or 1, int(num_cpus_needed + 0.999) + 1)
     ray.init(
         address="local",
@@ -167,12 +168,17 @@ def checkpoint_folder(checkpoint, rank: int) -> str:
 
 
 def run_dir_of(cfg) -> Path:
-    return Path(local_path(cfg.run.output_dir)) / cfg.run.name
+    """`<output_dir>/<run.name>`; the name is one plain component and the output dir a local path."""
+    from scenimefy.config import check_output_dir, check_run_name
+
+    return Path(local_path(check_output_dir(cfg.run.output_dir))) / check_run_name(cfg.run.name)
 
 
 def storage_path_of(cfg) -> str:
-    """Ray Train/Tune storage: `<output_dir>/ray`, local or a shared URI (s3://, gs://, NFS)."""
-    return local_path(cfg.run.output_dir).rstrip("/") + "/ray"
+    """Ray Train/Tune storage: `<output_dir>/ray` on the local or shared (NFS, EFS) path."""
+    from scenimefy.config import check_output_dir
+
+    return local_path(check_output_dir(cfg.run.output_dir)).rstrip("/") + "/ray"
 
 
 def fit_or_fail(trainer, tracker, what: str):

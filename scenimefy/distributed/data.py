@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pyarrow.fs as pafs
 
-from scenimefy.data.decode import IMAGE_EXTENSIONS, ImageDecodeError, decode_image, resize_square
+from scenimefy.data.decode import IMAGE_EXTENSIONS, ImageDecodeError, decode_image, resize_square, walk_folders
 from scenimefy.data.images import atomic_path
 
 MARKER = "_prepared.json"
@@ -60,6 +60,15 @@ def list_images(uri: str, *, what: str) -> tuple[pafs.FileSystem, list[str]]:
         raise ValueError(f"{what} folder {uri!r} does not exist")
     if info.type == pafs.FileType.File:
         paths = [root] if root.lower().endswith(IMAGE_EXTENSIONS) else []
+    elif isinstance(fs, pafs.LocalFileSystem):
+        # pyarrow's recursive listing follows a symlink cycle until the path is too long, listing
+        # every file many times: walk_folders enters each folder once.
+        paths = sorted(
+            os.path.join(folder, f)
+            for folder, files in walk_folders(root)
+            for f in files
+            if f.lower().endswith(IMAGE_EXTENSIONS)
+        )
     else:
         entries = fs.get_file_info(pafs.FileSelector(root, recursive=True))
         paths = sorted(

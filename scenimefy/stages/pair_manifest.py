@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from scenimefy.data.images import atomic_path, save_image_atomic
+from scenimefy.data.images import atomic_path, check_replaceable, save_image_atomic
 from scenimefy.priors.segmentation import keep_pair
 
 MANIFEST_FILE = "manifest.parquet"
@@ -44,6 +44,8 @@ MANIFEST_COLUMNS = (
     "photo_labels_path",
     "anime_labels_path",
 )
+PATH_COLUMNS = ("photo_path", "anime_path", "photo_labels_path", "anime_labels_path")
+SELECTION_FILE = "selection.json"  # written into every exported selection: marks the folder as ours
 
 
 # ----------------------------------------------------------------------------------------
@@ -141,7 +143,26 @@ def read_manifest(path: str | os.PathLike):
     missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"{str(p)!r} is not a stage-2 manifest: missing columns {missing}")
+    for column in PATH_COLUMNS:
+        for row, rel in enumerate(df[column].tolist()):
+            check_inside(rel, where=f"manifest {str(p)!r} row {row} {column}")
     return df.sort_values("seed", kind="stable").reset_index(drop=True), p.parent
+
+
+def check_inside(rel: object, *, where: str) -> str:
+    """`rel` as a path that stays inside its base folder: relative, without `..`; else ValueError.
+
+    Manifests name their files relative to their own folder; an absolute or `../` path would read
+    (and hard-link into an export) files anywhere on the machine.
+    """
+    text = rel if isinstance(rel, str) else ""
+    parts = Path(text).parts
+    if not text or "\0" in text or Path(text).is_absolute() or ".." in parts or "\\" in text or ":" in parts[0]:
+        raise ValueError(
+            f"{where}: {rel!r} is not a relative path inside the manifest's folder (absolute and '..' paths are "
+            "refused); regenerate the manifest with `scenimefy pairs`"
+        )
+    return text
 
 
 def select_from_manifest(manifest, *, threshold: float, min_classes: int):
@@ -225,7 +246,7 @@ def export_pairs(rows: Iterable[tuple[int, str, str]], out_dir: str | os.PathLik
     out = Path(out_dir).absolute()
     count = 0
     try:
-        with atomic_path(out) as tmp:
+        with atomic_path(out, owned_by=(SELECTION_FILE,)) as tmp:
             tmp = Path(tmp)
             (tmp / "trainA").mkdir(parents=True)
             (tmp / "trainB").mkdir()
@@ -234,7 +255,7 @@ def export_pairs(rows: Iterable[tuple[int, str, str]], out_dir: str | os.PathLik
                 _link_or_copy(str(photo), str(tmp / "trainA" / name))
                 _link_or_copy(str(anime), str(tmp / "trainB" / name))
                 count += 1
-            (tmp / "selection.json").write_text(json.dumps({**(info or {}), "pairs": count}, indent=2) + "\n")
+            (tmp / SELECTION_FILE).write_text(json.dumps({**(info or {}), "pairs": count}, indent=2) + "\n")
     except OSError as e:
         if e.errno == errno.ENOSPC:
             raise disk_full_error(e, out.parent) from e
@@ -253,9 +274,12 @@ def materialize_selection(
     """Export the pairs kept at this threshold from the stored candidates (no segmentation).
 
     `limit` > 0 keeps only the first `limit` kept pairs by seed (the streaming mode's K).
-    Raises ValueError naming the score distribution when nothing is kept. Returns counts and
-    paths: {"candidates", "kept", "exported", "keep_rate", "threshold", "min_classes", "out_dir"}.
+    Raises ValueError naming the score distribution when nothing is kept, and before any work
+    when `out_dir` is a non-empty folder that is not a previous selection (nothing is replaced
+    that scenimefy did not write). Returns counts and paths: {"candidates", "kept", "exported",
+    "keep_rate", "threshold", "min_classes", "out_dir"}.
     """
+    check_replaceable(out_dir, what="selection folder --out", also=(SELECTION_FILE,))
     df, root = read_manifest(manifest_path)
     df = select_from_manifest(df, threshold=threshold, min_classes=min_classes)
     kept = df[df["kept"]]
