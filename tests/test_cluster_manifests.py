@@ -4,7 +4,8 @@ Checked: the cluster-launcher file passes Ray's own schema; every Ray container 
 image built by cluster/Dockerfile, with the Ray version this package runs; every job entrypoint
 names a jobs/ script of a known workload whose config and overrides resolve; the GPUs a job
 asks for exist in the cluster it runs on; all stages share one output dir on the shared
-volume; MLflow and the shared volume are wired to what the storage manifest defines.
+volume; MLflow and the shared volume are wired to what the storage manifest defines. The
+security settings (token auth, bindings, MLflow auth, policies) are checked in test_cluster_security.py.
 """
 
 from __future__ import annotations
@@ -109,13 +110,17 @@ def test_cluster_launcher_passes_rays_schema():
     start = " ".join(raw["head_start_ray_commands"])
     assert (
         "ray start --head --port=6379" in start
-        and "--dashboard-host=0.0.0.0" in start
+        and "--dashboard-host=127.0.0.1" in start  # reached through `ray dashboard` (SSH), never 0.0.0.0
         and "--autoscaling-config" in start
     )
+    assert "0.0.0.0" not in (CLUSTER / "aws-gpu.yaml").read_text()
     assert "ray start --address=$RAY_HEAD_IP:6379" in " ".join(raw["worker_start_ray_commands"])
     assert f"-v {SHARED}:{SHARED}" in raw["docker"]["run_options"]
     assert any(f"{SHARED}" in c and "mount" in c for c in raw["initialization_commands"])
-    assert "mlflow server" in start and "--port 5000" in start
+    head_init = " ".join(head["initialization_commands"])
+    assert any(f"{SHARED}" in c and "mount" in c for c in head["initialization_commands"])  # the head's own list
+    assert "cluster/mlflow-server.sh" in head_init and "--restart unless-stopped" in head_init
+    assert "MLFLOW_TRACKING_URI=http://" in start and ":5000" in start
 
 
 def test_raycluster_heads_and_gpu_workers():
@@ -123,7 +128,9 @@ def test_raycluster_heads_and_gpu_workers():
     assert doc["apiVersion"] == "ray.io/v1"
     spec = doc["spec"]
     assert spec["enableInTreeAutoscaling"] is True
+    # The dashboard answers the operator and the Ray pods on the pod's address, always behind the token.
     assert spec["headGroupSpec"]["rayStartParams"] == {"num-cpus": "0", "dashboard-host": "0.0.0.0"}
+    assert spec["authOptions"] == {"mode": "token"}
     (gpu,) = spec["workerGroupSpecs"]
     assert 0 <= gpu["minReplicas"] <= gpu["replicas"] <= gpu["maxReplicas"] and gpu["maxReplicas"] >= 1
     limits = gpu["template"]["spec"]["containers"][0]["resources"]["limits"]
@@ -147,7 +154,11 @@ def test_shared_volume_and_mlflow_are_wired(kind):
         if d["kind"] == "PersistentVolumeClaim" and "ReadWriteMany" in d["spec"]["accessModes"]
     ]
     assert len(rwx) == 1
-    service = next(d for d in _docs(CLUSTER / "kuberay-storage-mlflow.yaml") if d["kind"] == "Service")
+    service = next(
+        d
+        for d in _docs(CLUSTER / "kuberay-storage-mlflow.yaml")
+        if d["kind"] == "Service" and d["spec"]["selector"] == {"app": "mlflow"}
+    )
     mlflow_uri = f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}"
     groups = [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
     for group in groups:
@@ -157,19 +168,23 @@ def test_shared_volume_and_mlflow_are_wired(kind):
             mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
             claim = volumes[mounts[SHARED]]["persistentVolumeClaim"]["claimName"]
             assert claim == rwx[0]["metadata"]["name"] and claim in claims
-            env = {e["name"]: e["value"] for e in c["env"]}
+            env = {e["name"]: e.get("value", e.get("valueFrom")) for e in c["env"]}
             assert env["MLFLOW_TRACKING_URI"] == mlflow_uri
+            for var in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):  # basic auth, from the Secret
+                assert env[var] == {"secretKeyRef": {"name": "scenimefy-mlflow", "key": var}}
     if kind == "RayJob":
         runtime_env = yaml.safe_load(doc["spec"]["runtimeEnvYAML"])
         assert runtime_env["env_vars"]["MLFLOW_TRACKING_URI"] == mlflow_uri
         assert all(isinstance(v, str) for v in runtime_env["env_vars"].values())
-    allowed = next(a for a in _mlflow_args() if a.startswith("--allowed-hosts="))
-    assert service["metadata"]["name"] in allowed.split("=", 1)[1].split(",")
+    allowed = _mlflow_env()["MLFLOW_ALLOWED_HOSTS"]
+    assert service["metadata"]["name"] in allowed.split(",")
 
 
-def _mlflow_args() -> list[str]:
+def _mlflow_env() -> dict[str, str]:
     _, deployment = _kind("Deployment")
-    return deployment["spec"]["template"]["spec"]["containers"][0]["command"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["sh", "/home/ray/scenimefy/cluster/mlflow-server.sh"]
+    return {e["name"]: e["value"] for e in container["env"]}
 
 
 def test_rayjob_runs_the_pipeline_stages_with_resolvable_configs():
