@@ -116,3 +116,50 @@ def test_the_cli_prints_the_token_error_as_one_line(dashboard, no_token, capsys)
     assert main(["jobs", "list", "--address", dashboard]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "requires a token" in err and "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------------------
+# The FID Inception file: its SHA-256 checked at every use
+
+
+def test_inception_sha256_is_checked_at_every_use(tmp_path, monkeypatch):
+    import hashlib
+
+    from scenimefy.config import PriorsConfig
+    from scenimefy.priors import loading
+
+    checkpoints = tmp_path / "cache" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    cached = checkpoints / loading.FID_INCEPTION_FILE
+    cached.write_bytes(b"a truncated download")
+    cfg = PriorsConfig(cache_dir=str(tmp_path / "cache"), offline=True)
+    with pytest.raises(
+        ValueError, match=r"FID Inception weights .*: SHA-256 [0-9a-f]{16}\.\.\. is not the expected"
+    ) as e:
+        loading.inception_for_use(cfg)
+    assert "\n" not in str(e.value) and "scenimefy weights download" in str(e.value)
+    with pytest.raises(ValueError, match="is not the expected"):
+        loading.make_fid_metric(cfg, feature=64)  # the metric refuses it too
+
+    # the right bytes pass, and are checked again on the next use (a later swap is caught)
+    monkeypatch.setattr(loading, "FID_INCEPTION_SHA256", hashlib.sha256(b"the real network").hexdigest())
+    cached.write_bytes(b"the real network")
+    assert loading.inception_for_use(cfg) == cached
+    cached.write_bytes(b"swapped on the shared volume")
+    with pytest.raises(ValueError, match="is not the expected"):
+        loading.inception_for_use(cfg)
+
+
+def test_an_explicit_custom_network_is_accepted_under_its_own_name_only(tmp_path):
+    from scenimefy.config import PriorsConfig
+    from scenimefy.priors import loading
+
+    custom = tmp_path / "random_inception.pth"
+    custom.write_bytes(b"a demo network")
+    cfg = PriorsConfig(cache_dir=str(tmp_path / "cache"), offline=True, inception_weights=str(custom))
+    assert loading.inception_for_use(cfg) == custom
+    named = tmp_path / loading.FID_INCEPTION_FILE  # claims to be the FID file: must be it
+    named.write_bytes(b"a demo network")
+    cfg = PriorsConfig(cache_dir=str(tmp_path / "cache"), offline=True, inception_weights=str(named))
+    with pytest.raises(ValueError, match="is not the expected"):
+        loading.inception_for_use(cfg)

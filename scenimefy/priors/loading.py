@@ -26,6 +26,7 @@ nothing downloads until a loader is called.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -495,6 +496,8 @@ def load_mask2former(
 
     directory = resolve_mask2former(cfg)
     kwargs = {"dtype": dtype} if dtype is not None else {}
+    if any((directory / name).is_file() for name in MASK2FORMER_WEIGHT_FILES[:2]):
+        kwargs["use_safetensors"] = True  # never the pickled .bin when safetensors are there
     # Resolved to a local directory already: never let transformers reach the hub.
     model = Mask2FormerForUniversalSegmentation.from_pretrained(str(directory), local_files_only=True, **kwargs)
     return _freeze(model).to(device)
@@ -535,6 +538,42 @@ def load_inception(cfg: PriorsConfig) -> Path:
     raise _not_available(what, candidates[:1], "inception_weights", "download failed: " + "; ".join(errors))
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_inception(path: str | os.PathLike, *, custom_ok: bool = False) -> Path:
+    """`path` after checking its SHA-256 against the FID Inception file's; ValueError (one line) if it differs.
+
+    Run at every use, not only after a download: a truncated copy, a swapped file on a shared
+    volume or a different network would otherwise give FID/KID values silently incomparable
+    with the published ones. `custom_ok` accepts another network under a name of its own (an
+    explicit `priors.inception_weights` such as the demo's random network); a file under the
+    FID file's own names must always match.
+    """
+    path = Path(path)
+    got = file_sha256(path)
+    if got == FID_INCEPTION_SHA256:
+        return path
+    if custom_ok and path.name not in (FID_INCEPTION_FILE, *FID_INCEPTION_ALIASES):
+        return path
+    raise ValueError(
+        f"FID Inception weights {path}: SHA-256 {got[:16]}... is not the expected {FID_INCEPTION_SHA256[:16]}...; "
+        f"the file is damaged or not the FID Inception file: delete it (`scenimefy weights download` fetches it "
+        f"again) or set priors.inception_weights to the right file"
+    )
+
+
+def inception_for_use(cfg: PriorsConfig) -> Path:
+    """`load_inception`'s file, its SHA-256 verified now (every caller that loads the weights uses this)."""
+    return verify_inception(load_inception(cfg), custom_ok=bool(cfg.inception_weights))
+
+
 def make_fid_metric(
     cfg: PriorsConfig,
     feature: int = 2048,
@@ -550,7 +589,7 @@ def make_fid_metric(
     """
     from torchmetrics.image.fid import FrechetInceptionDistance
 
-    weights = load_inception(cfg)
+    weights = inception_for_use(cfg)
     metric = FrechetInceptionDistance(
         feature=feature,
         normalize=normalize,
