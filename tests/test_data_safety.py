@@ -128,12 +128,14 @@ def test_leftovers_of_killed_writes_are_cleaned_at_the_next_start(tmp_path):
     fresh.write_bytes(b"busy")
     for p in mine:
         p.write_text("user")
+    busy_dir = folder / ".pairs.0123456789ab.tmp"  # an old folder still being filled (its trainA/ is fresh)
+    (busy_dir / "trainA").mkdir(parents=True)
     hour_ago = time.time() - 7200
-    for p in (tmp_file, tmp_dir, old_dir, *mine):
+    for p in (tmp_file, tmp_dir / "trainA", tmp_dir, old_dir, busy_dir, *mine):
         os.utime(p, (hour_ago, hour_ago))
     removed = clean_leftovers(folder)
     assert sorted(removed) == sorted(map(str, (tmp_file, tmp_dir, old_dir)))
-    assert sorted(p.name for p in folder.iterdir()) == sorted([fresh.name, *(p.name for p in mine)])
+    assert sorted(p.name for p in folder.iterdir()) == sorted([fresh.name, busy_dir.name, *(p.name for p in mine)])
 
 
 def test_the_first_write_into_a_folder_cleans_it(tmp_path):

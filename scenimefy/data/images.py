@@ -117,7 +117,7 @@ def clean_leftovers(directory: str | os.PathLike, *, min_age_s: float = LEFTOVER
         if not _LEFTOVER.fullmatch(entry.name):
             continue
         try:
-            if now - entry.stat(follow_symlinks=False).st_mtime < min_age_s:
+            if now - _last_change(entry) < min_age_s:
                 continue
             if entry.is_dir(follow_symlinks=False):
                 shutil.rmtree(entry.path)
@@ -129,7 +129,18 @@ def clean_leftovers(directory: str | os.PathLike, *, min_age_s: float = LEFTOVER
     return removed
 
 
-_LEFTOVER = re.compile(r"\..+\.(?:[0-9a-f]{12}\.tmp.*|old-[0-9a-f]{12})", re.S)
+def _last_change(entry: os.DirEntry) -> float:
+    """The newest mtime of `entry` and, for a folder, of its direct subfolders (where writers add files)."""
+    newest = entry.stat(follow_symlinks=False).st_mtime
+    if entry.is_dir(follow_symlinks=False):
+        with os.scandir(entry.path) as children:
+            for child in children:
+                if child.is_dir(follow_symlinks=False):
+                    newest = max(newest, child.stat(follow_symlinks=False).st_mtime)
+    return newest
+
+
+_LEFTOVER = re.compile(r"\..+\.(?:[0-9a-f]{12}\.tmp.*|old-[0-9a-f]{12})")
 
 
 @contextlib.contextmanager
