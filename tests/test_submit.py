@@ -86,13 +86,13 @@ def test_submit_dry_run_prints_the_spec_without_a_cluster(capsys):
                 "train",
                 "--config",
                 "tiny",
-                "run.output_dir=s3://b/runs",
+                "run.output_dir=/shared/runs",
             ]
         )
         == 0
     )
     spec = json.loads(capsys.readouterr().out)
-    assert spec["entrypoint"] == "python jobs/train.py --config tiny run.output_dir=s3://b/runs"
+    assert spec["entrypoint"] == "python jobs/train.py --config tiny run.output_dir=/shared/runs"
 
 
 def test_config_file_is_resolved_inside_the_working_dir(tmp_path):
