@@ -88,6 +88,18 @@ def test_the_launcher_runs_every_node_with_token_auth_and_a_local_dashboard():
     assert published and all(not re.fullmatch(r"\d+:\d+", p) and not p.startswith("0.0.0.0") for p in published)
 
 
+def test_the_heads_mlflow_reads_the_secrets_where_the_launcher_stages_them():
+    """file_mounts reach the host before initialization_commands run, under Ray's mount location."""
+    from ray.autoscaler.sdk import get_docker_host_mount_location
+
+    raw = _launcher()
+    (target,) = [t for t in raw["file_mounts"] if t.endswith("/cluster.env")]
+    staged = f"{get_docker_host_mount_location(raw['cluster_name'])}/{target.lstrip('/')}"
+    init = raw["available_node_types"][raw["head_node_type"]]["initialization_commands"]
+    assert any(c.startswith(f"install -m 600 {staged} ") for c in init), staged
+    assert raw["file_mounts"][target] == "~/.scenimefy/cluster.env"
+
+
 def test_local_runs_keep_rays_default_authentication():
     source = (REPO / "scenimefy" / "distributed" / "cluster.py").read_text()
     assert not re.search(r"RAY_AUTH_MODE[\"']?\s*,\s*[\"']disabled", source)
