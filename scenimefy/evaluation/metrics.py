@@ -4,8 +4,8 @@
 (translated test photos) batch by batch, then `compute()` returns FID and KID. The metrics
 themselves are torchmetrics' `FrechetInceptionDistance` and `KernelInceptionDistance`; the
 network is the FID Inception-v3 (the TF-ported `pt_inception-2015-12-05` weights, resolved
-offline by `scenimefy.priors.loading.load_inception`), run as torch-fidelity runs it: uint8 input,
-TF1-compatible bilinear resize to 299 (no antialiasing), 2048-d pool3 features.
+offline and checked against their SHA-256 by `scenimefy.priors.loading.inception_for_use`), run
+as torch-fidelity runs it: uint8 input, TF1-compatible bilinear resize to 299 (no antialiasing), 2048-d pool3 features.
 
 Each image goes through the network once: features are stored here (KID needs all of them
 anyway, about 8 KB per image at 2048-d) and both torchmetrics metrics are built at
@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from scenimefy.config import PriorsConfig
 from scenimefy.data.decode import ImageDecodeError, load_image, resize_square
-from scenimefy.priors.loading import load_inception
+from scenimefy.priors.loading import inception_for_use
 
 KID_MAX_SUBSET_SIZE = 1000  # the usual KID subset size (Binkowski et al.; torchmetrics' default)
 KID_SUBSETS = 100  # subsets averaged for kid_mean / kid_std (torchmetrics' default)
@@ -94,7 +94,7 @@ def load_fid_inception(cfg: PriorsConfig, feature: int = 2048, antialias: bool =
     """The frozen FID Inception-v3 on cfg's local weights: uint8 (B, 3, H, W) -> (B, feature).
 
     The network of `priors.make_fid_metric` (torchmetrics' NoTrainInceptionV3 on the file
-    `priors.load_inception` resolves), for KID too: torchmetrics' KID has no weights-path
+    `priors.inception_for_use` resolves and verifies), for KID too: torchmetrics' KID has no weights-path
     argument. antialias=False keeps torch-fidelity's TF1-compatible resize (standard FID).
     feature: 64, 192, 768 or 2048 (pool3, the standard).
     """
@@ -103,7 +103,7 @@ def load_fid_inception(cfg: PriorsConfig, feature: int = 2048, antialias: bool =
     valid = (64, 192, 768, 2048)
     if feature not in valid:
         raise ValueError(f"Inception feature={feature!r}: expected one of {valid} (2048 is the standard FID)")
-    weights = load_inception(cfg)
+    weights = inception_for_use(cfg)
     return NoTrainInceptionV3(
         name="inception-v3-compat",
         features_list=[str(feature)],
