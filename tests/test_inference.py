@@ -169,7 +169,7 @@ def test_output_never_overwrites_an_input(tmp_path):
     root = tmp_path / "in"
     src = _noise_image(root / "photo.png", 16, 16)
     before = src.read_bytes()
-    with pytest.raises(ValueError, match="would overwrite the input"):
+    with pytest.raises(ValueError, match="which is one of the inputs"):
         _run(_generator(), [root], root)
     assert src.read_bytes() == before
     # a JPEG input in the same folder is fine: the output is a new .png beside it
@@ -325,12 +325,20 @@ def test_bad_checkpoint_paths_give_one_line_errors(tmp_path):
         load_translator(tmp_path / "empty_dir", "cpu")
     text = tmp_path / "notes.pt"
     text.write_text("not a checkpoint")
-    with pytest.raises(ValueError, match=r"notes\.pt: not a readable PyTorch weights file"):
+    with pytest.raises(ValueError, match=r"notes\.pt is not a checkpoint: it is not a PyTorch weights file") as err:
         load_translator(text, "cpu")
+    assert "Expected a translator's generator.pt" in str(err.value) and "Shinkai_net_G.pth" in str(err.value)
+    Image.new("RGB", (8, 8)).save(tmp_path / "photo.png")  # a photo passed by mistake
+    with pytest.raises(ValueError, match=r"photo\.png is not a checkpoint: it is not a PyTorch weights file") as err:
+        load_translator(tmp_path / "photo.png", "cpu")
+    assert "weights_only" not in str(err.value) and "\n" not in str(err.value)
+    (tmp_path / "zero.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"zero\.pt is not a checkpoint: the file is empty"):
+        load_translator(tmp_path / "zero.pt", "cpu")
     torch.save(ResnetGenerator(ngf=4, n_blocks=1), tmp_path / "pickled.pt")  # a pickled module
-    with pytest.raises(ValueError, match=r"pickled\.pt: not a readable PyTorch weights file") as err:
+    with pytest.raises(ValueError, match=r"pickled\.pt is not a checkpoint: it pickles Python objects") as err:
         load_translator(tmp_path / "pickled.pt", "cpu")
-    assert "\n" not in str(err.value)
+    assert "\n" not in str(err.value) and "weights_only" not in str(err.value)
     torch.save({"model.0.weight": torch.zeros(8, 3, 4, 4)}, tmp_path / "disc.pth")  # a discriminator
     with pytest.raises(ValueError, match=r"disc\.pth: not a CUT ResnetGenerator state dict"):
         load_translator(tmp_path / "disc.pth", "cpu")
@@ -338,7 +346,7 @@ def test_bad_checkpoint_paths_give_one_line_errors(tmp_path):
     with pytest.raises(ValueError, match=r"state\.pt: a 'scenimefy\.training_state' file, not a translator snapshot"):
         load_translator(tmp_path / "state.pt", "cpu")
     torch.save([1, 2, 3], tmp_path / "list.pt")
-    with pytest.raises(ValueError, match=r"list\.pt: not a translator checkpoint"):
+    with pytest.raises(ValueError, match=r"list\.pt is not a translator checkpoint; expected a translator's"):
         load_translator(tmp_path / "list.pt", "cpu")
 
 
@@ -397,3 +405,38 @@ def test_budget_shrinks_batches_of_large_images(tmp_path):
     g.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[0]))
     _run(g, paths, tmp_path / "out", batch_size=4, memory_budget_gib=(2 * 64 * 64 * 128) / 2**30)
     assert seen == [2, 2]
+
+
+def test_same_stem_inputs_are_renamed_and_listed(tmp_path):
+    root = tmp_path / "in"
+    first, second = _noise_image(root / "a.jpg", 16, 16, seed=1), _noise_image(root / "a.png", 16, 16, seed=2)
+    report = _run(_generator(), [root], tmp_path / "out")
+    assert report.renamed == [(str(second), str(tmp_path / "out" / "a_1.png"), str(first))]
+
+
+def test_the_overwrite_message_names_the_input_that_would_be_replaced(tmp_path):
+    root = tmp_path / "in"
+    jpg, png = _noise_image(root / "a.jpg", 16, 16, seed=1), _noise_image(root / "a.png", 16, 16, seed=2)
+    with pytest.raises(ValueError) as err:
+        _run(_generator(), [jpg, png], root)  # a.jpg -> in/a.png, which is the second input
+    assert str(err.value).startswith(f"translating {jpg} would write {png}, which is one of the inputs")
+
+
+def test_an_empty_folder_is_skipped_with_its_reason(tmp_path):
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    report = _run(_generator(), [tmp_path / "empty"], tmp_path / "out")
+    assert report.written == [] and len(report.skipped) == 1
+    assert report.skipped[0][0] == str(tmp_path / "empty") and report.skipped[0][1].startswith("no images")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_training_state_that_is_not_one_says_what_a_checkpoint_is(tmp_path):
+    from scenimefy.stages.checkpoint import load_state
+
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "state.pt").write_text("garbage")
+    with pytest.raises(ValueError, match=r"state\.pt is not a checkpoint: it is not a PyTorch weights file") as err:
+        load_state(tmp_path / "ckpt")
+    assert "config.yaml" in str(err.value)
+    with pytest.raises(ValueError, match=r"state\.pt is missing; expected a training checkpoint directory"):
+        load_state(tmp_path)

@@ -9,6 +9,7 @@ Options left unset take the config's `translate` section.
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from scenimefy.commands.options import add_config_option
 
@@ -78,8 +79,22 @@ def run(args: argparse.Namespace) -> int:
         device=device,
         memory_budget_gib=args.memory_budget_gib if args.memory_budget_gib is not None else tr.memory_budget_gib,
     )
-    tiled = f" ({len(report.auto_tiled)} in tiles to fit memory)" if report.auto_tiled else ""
-    print(f"translated {len(report.written)} image(s) into {args.out}{tiled}; skipped {len(report.skipped)}")
-    for path, reason in report.skipped:
-        print(f"  skipped {path}: {reason}")
+    for line in summary(report, args.out):
+        print(line)
     return 0 if report.written else 1
+
+
+def summary(report: Any, out: str) -> list[str]:
+    """The lines after a translation: counts, and how each input whose name was taken was named.
+
+    Skipped inputs are not repeated: each was reported on stderr as it was skipped.
+    """
+    skipped = f"; skipped {len(report.skipped)} input(s), listed above" if report.skipped else ""
+    if not report.written:
+        return [f"no image translated, nothing written{skipped}"]
+    tiled = f" ({len(report.auto_tiled)} in tiles to fit memory)" if report.auto_tiled else ""
+    lines = [f"translated {len(report.written)} image(s) into {out}{tiled}{skipped}"]
+    if report.renamed:
+        lines.append(f"{len(report.renamed)} input(s) share a name with an earlier one and were renamed:")
+        lines += [f"  {src} -> {output}, since {first} has that name" for src, output, first in report.renamed]
+    return lines

@@ -31,7 +31,7 @@ from scenimefy.models.translator import (
     load_generator_state,
     strip_wrapper_prefixes,
 )
-from scenimefy.stages.checkpoint import TRANSLATOR_SNAPSHOT_FILE, save_torch_atomic, unwrap
+from scenimefy.stages.checkpoint import TRANSLATOR_SNAPSHOT_FILE, load_weights, save_torch_atomic, unwrap
 from scenimefy.stages.device import resolve_device
 
 SNAPSHOT_FORMAT = "scenimefy.translator.generator"
@@ -88,6 +88,12 @@ def save_translator_snapshot(path: str | os.PathLike, generator: torch.nn.Module
     return os.fspath(path)
 
 
+TRANSLATOR_EXPECTED = (
+    f"a translator's {TRANSLATOR_SNAPSHOT_FILE} (written by `scenimefy train` into <run.output_dir>/<run.name>/), "
+    f"a training checkpoint directory holding one, or the authors' Shinkai_net_G.pth (a state dict of model.N.* keys)"
+)
+
+
 def _one_line(text: object, limit: int = 200) -> str:
     line = " ".join(str(text).split())
     return line if len(line) <= limit else line[: limit - 3] + "..."
@@ -126,16 +132,15 @@ def load_translator(path: str | os.PathLike, device: str | torch.device = "cpu")
     if os.path.isdir(path):
         file = os.path.join(path, TRANSLATOR_SNAPSHOT_FILE)
         if not os.path.isfile(file):
-            raise ValueError(f"{path}: not a translator checkpoint directory ({TRANSLATOR_SNAPSHOT_FILE} is missing)")
+            raise ValueError(
+                f"{path}: not a translator checkpoint directory ({TRANSLATOR_SNAPSHOT_FILE} is missing); "
+                f"expected {TRANSLATOR_EXPECTED}"
+            )
     elif os.path.isfile(path):
         file = path
     else:
         raise ValueError(f"{path}: no such file or directory")
-    try:
-        obj = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as e:  # not a torch file, truncated, or pickled objects weights_only refuses
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{file}: not a readable PyTorch weights file ({_one_line(first)})") from None
+    obj = load_weights(file, TRANSLATOR_EXPECTED)
 
     if isinstance(obj, dict) and "format" in obj:
         arch, state = _snapshot_arch(obj, file)
@@ -148,10 +153,7 @@ def load_translator(path: str | os.PathLike, device: str | torch.device = "cpu")
             raise ValueError(f"{file}: {e}") from None
         state = obj
     else:
-        raise ValueError(
-            f"{file}: not a translator checkpoint (expected a CUT generator state dict with "
-            f"model.N.* keys or a scenimefy snapshot, format {SNAPSHOT_FORMAT!r})"
-        )
+        raise ValueError(f"{file} is not a translator checkpoint; expected {TRANSLATOR_EXPECTED}")
     generator = ResnetGenerator(**arch)
     try:
         load_generator_state(generator, state)
@@ -327,12 +329,14 @@ def _check_tiling(tile: int, tile_overlap: int) -> None:
 
 @dataclass
 class TranslateReport:
-    """What `translate_paths` did: outputs written (input order), inputs skipped, and the
-    inputs translated in tiles because they were too large for the memory budget."""
+    """What `translate_paths` did: outputs written (input order), inputs skipped, the inputs
+    translated in tiles because they were too large for the memory budget, and the inputs whose
+    output name was taken by an earlier input (`renamed`: source, its output, the earlier source)."""
 
     written: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     auto_tiled: list[str] = field(default_factory=list)
+    renamed: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------------------
@@ -405,12 +409,20 @@ class _Job:
     output: str
 
 
-def _plan(inputs: Sequence[str | os.PathLike], out_dir: str) -> tuple[list[_Job], list[tuple[str, str]]]:
+@dataclass
+class _Plan:
+    jobs: list[_Job]
+    skipped: list[tuple[str, str]]  # (input, reason)
+    renamed: list[tuple[str, str, str]]  # (source, output, the earlier source that has the plain name)
+
+
+def _plan(inputs: Sequence[str | os.PathLike], out_dir: str) -> _Plan:
     """Map inputs to output paths; collect what cannot be translated.
 
     Files keep their stem (`<stem>.png` in out_dir); folders keep their sub-folder structure.
-    Clashing output names get `_1`, `_2`, ... in input order. Raises ValueError if an output
-    would overwrite an input.
+    Clashing output names (`a.jpg` and `a.png`) get `_1`, `_2`, ... in input order, listed in
+    `renamed`. A folder without images is skipped with that reason. Raises ValueError if an
+    output would overwrite an input.
     """
     candidates: list[tuple[str, str]] = []  # (source, wanted output)
     skipped: list[tuple[str, str]] = []
@@ -418,6 +430,8 @@ def _plan(inputs: Sequence[str | os.PathLike], out_dir: str) -> tuple[list[_Job]
         item = os.fspath(item)
         if os.path.isdir(item):
             images = list_image_files(item)
+            if not images:
+                skipped.append((item, f"no images in this folder or below (looked for {' '.join(IMAGE_EXTENSIONS)})"))
             image_set = set(images)
             for src in images:
                 rel_dir = os.path.relpath(os.path.dirname(src), item)
@@ -438,24 +452,29 @@ def _plan(inputs: Sequence[str | os.PathLike], out_dir: str) -> tuple[list[_Job]
 
     sources = {os.path.realpath(p) for p, _ in candidates} | {os.path.realpath(p) for p, _ in skipped}
     jobs: list[_Job] = []
+    renamed: list[tuple[str, str, str]] = []
     seen_sources: set[str] = set()
-    taken: set[str] = set()
+    taken: dict[str, str] = {}  # normalised output path -> the source writing it
     for src, out in candidates:
         real = os.path.realpath(src)
         if real in seen_sources:  # the same file named twice (e.g. a file and its folder)
             continue
         seen_sources.add(real)
         base, n = out[: -len(".png")], 0
+        first = taken.get(os.path.normcase(os.path.abspath(out)))
         while os.path.normcase(os.path.abspath(out)) in taken:
             n += 1
             out = f"{base}_{n}.png"
-        taken.add(os.path.normcase(os.path.abspath(out)))
+        taken[os.path.normcase(os.path.abspath(out))] = src
         if os.path.realpath(out) in sources:
             raise ValueError(
-                f"output {out} would overwrite the input {src}; choose an output folder outside the inputs"
+                f"translating {src} would write {out}, which is one of the inputs; "
+                "choose an output folder outside the inputs (--out)"
             )
+        if first is not None:
+            renamed.append((src, out, first))
         jobs.append(_Job(len(jobs), src, out))
-    return jobs, skipped
+    return _Plan(jobs, skipped, renamed)
 
 
 def _downscale(img: Image.Image, max_side: int) -> Image.Image:
@@ -504,7 +523,8 @@ def translate_paths(
     plan = MemoryPlan.for_generator(generator, device, memory_budget_gib)
     auto_tiled: list[str] = []
 
-    jobs, skipped = _plan(inputs, out_dir)
+    planned = _plan(inputs, out_dir)
+    jobs, skipped = planned.jobs, planned.skipped
     for path, reason in skipped:
         tqdm.write(f"skipped {path}: {reason}", file=sys.stderr)
     written: dict[int, str] = {}
@@ -570,4 +590,6 @@ def translate_paths(
             flush(next(iter(pending)))
     finally:
         bar.close()
-    return TranslateReport(written=[written[i] for i in sorted(written)], skipped=skipped, auto_tiled=auto_tiled)
+    return TranslateReport(
+        written=[written[i] for i in sorted(written)], skipped=skipped, auto_tiled=auto_tiled, renamed=planned.renamed
+    )
