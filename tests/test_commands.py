@@ -201,3 +201,65 @@ def test_every_workload_is_a_cli_command_and_a_job_script():
         assert name in cli.COMMANDS
         text = (REPO / "jobs" / f"{name}.py").read_text()
         assert f'main("{name}")' in text and len(text.splitlines()) <= 12
+
+
+def _fake_checkpoint(storage: Path, stamp: str, step: int) -> Path:
+    import torch
+
+    folder = storage / f"checkpoint_{stamp}"
+    folder.mkdir(parents=True)
+    torch.save({"format": "scenimefy.training_state", "progress": {"step": step}}, folder / "state.pt")
+    return folder
+
+
+def test_ctrl_c_ends_with_what_was_saved_and_the_command_that_resumes(tmp_path, capsys, monkeypatch):
+    runs = tmp_path / "runs"
+    _fake_checkpoint(runs / "ray" / "r", "2026-12-02_10-00-00.000001", 25)
+    latest = _fake_checkpoint(runs / "ray" / "r", "2026-12-02_10-05-00.000001", 75)
+    (runs / "ray" / "r" / "checkpoint_2026-12-02_10-09-00.000001").mkdir()  # being written: no state yet
+
+    def interrupted(cfg, args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(jobs_runner.WORKLOADS["train"].command, "run", interrupted)
+    argv = ["--config", "tiny", f"run.output_dir={runs}", "run.name=r"]
+    assert cli.main(["train", *argv]) == 130
+    err = capsys.readouterr().err
+    assert err == (
+        f"scenimefy train: interrupted; saved: the checkpoint at step 75 ({latest}); "
+        f"resume with: scenimefy train --config tiny run.output_dir={runs} run.name=r\n"
+    )
+    assert jobs_runner.main("train", argv) == 130  # the job script names itself
+    assert capsys.readouterr().err.endswith(f"resume with: python jobs/train.py {' '.join(argv)}\n")
+
+
+def test_what_an_interrupted_workload_saved(tmp_path):
+    runs = tmp_path / "runs"
+    argv = ["--config", "tiny", f"run.output_dir={runs}", "run.name=r"]
+
+    def saved(name, *extra):
+        args = jobs_runner.parse_job_args(name, [*argv, *extra])
+        return jobs_runner.saved_summary(name, jobs_runner.resolve_config(name, args), args)
+
+    assert saved("train") == "no checkpoint yet (a rerun starts from the beginning)"
+    pre = _fake_checkpoint(runs / "ray" / "r-pretrain", "2026-12-02_10-00-00.000001", 100)
+    (runs / "r" / "pipeline").mkdir(parents=True)
+    assert saved("pipeline") == (
+        f"the finished stages' records in {runs / 'r' / 'pipeline'}, the pretrain checkpoint at step 100 ({pre})"
+    )
+    assert saved("finetune") == "no checkpoint yet (a rerun starts from the beginning)"
+    assert saved("evaluate", "--translations", "x", "--out", "y") == "nothing (an evaluation starts over)"
+    args = jobs_runner.parse_job_args("demo", ["--out", str(tmp_path / "demo")])
+    assert jobs_runner.saved_summary("demo", None, args) == f"the finished stages in {tmp_path / 'demo'}"
+
+
+def test_a_resumed_run_says_from_which_step(tmp_path, capsys, monkeypatch):
+    from scenimefy.distributed import translator
+
+    def resumed(cfg):
+        return translator.TrainOutcome("d", "d/generator.pt", "ckpt", 150, "id", "sqlite:///x", resumed_from_step=75)
+
+    monkeypatch.setattr(translator, "train_translator_on_ray", resumed)
+    assert cli.main(["train", "--config", "tiny", f"run.output_dir={tmp_path}"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "resumed from step 75" and lines[1] == "generator: d/generator.pt"
