@@ -356,17 +356,31 @@ def test_bad_checkpoint_paths_give_one_line_errors(tmp_path):
 
 def test_memory_plan_sizes_batches_and_tiles_by_hand():
     g = _generator(ngf=4)
-    plan = MemoryPlan.for_generator(g, torch.device("cpu"), budget_gib=(100 * 100 * 128 * 3) / 2**30)
-    assert plan.bytes_per_pixel == 32 * 4 and plan.budget == 100 * 100 * 128 * 3
+    # per pixel: a pass 32 * 4 + 48 = 176 bytes, the image's own buffers 80; one image in one pass 256
+    plan = MemoryPlan.for_generator(g, torch.device("cpu"), budget_gib=(100 * 100 * 256 * 3) / 2**30)
+    assert plan.bytes_per_pixel == 176 and plan.image_bytes_per_pixel == 80 and plan.budget == 100 * 100 * 256 * 3
     assert plan.batch_for(100, 100, batch_size=8) == 3  # three 100x100 images fit
     assert plan.batch_for(100, 100, batch_size=2) == 2
     assert plan.batch_for(400, 400, batch_size=8) == 1  # never below one
     assert plan.tile_for(100, 300) == 0  # fits whole
-    assert plan.tile_for(100, 304) == 128  # sqrt(30000) = 173 -> 128 (multiple of 64)
+    # 7_680_000 - 100 * 304 * 80 = 5_248_000 left for a pass: sqrt(5_248_000 / 176) = 172 -> 128 (multiple of 64)
+    assert plan.tile_for(100, 304) == 128
     assert plan.tile_for(100, 304, overlap=80) == 192  # tiles must exceed twice the overlap
     assert MemoryPlan(0, 128).tile_for(10_000, 10_000) == 0 and MemoryPlan(0, 128).batch_for(9999, 9999, 4) == 4
     with pytest.raises(ValueError, match="memory budget -1"):
         MemoryPlan.for_generator(g, torch.device("cpu"), budget_gib=-1)
+
+
+def test_memory_plan_counts_the_image_buffers_beside_the_tiles():
+    plan = MemoryPlan(budget=20_000_000, bytes_per_pixel=176)
+    # 300x300 needs 90_000 * 256 = 23_040_000 in one pass; its buffers take 7_200_000, leaving 12_800_000:
+    # sqrt(12_800_000 / 176) = 269 -> 256-px tiles (the pass alone would allow 320)
+    assert plan.tile_for(300, 300) == 256 and plan.tiles_fit(300, 300, 256)
+    assert plan.tiles_for(64, 300, 300, batch_size=8) == 8  # 12_800_000 // (64 * 64 * 176) = 17
+    assert plan.tiles_for(128, 300, 300, batch_size=8) == 4  # 12_800_000 // 2_883_584 = 4
+    # 1000x1000: its buffers alone (80_000_000) exceed the budget; the smallest tiles, said to be over it
+    assert plan.tile_for(1000, 1000) == 128 and not plan.tiles_fit(1000, 1000, 128)
+    assert plan.tiles_for(128, 1000, 1000, batch_size=4) == 1
 
 
 def test_default_budget_is_a_share_of_the_free_memory():
@@ -383,7 +397,8 @@ def test_image_too_large_for_the_budget_is_translated_in_tiles(tmp_path, capsys)
     g = _generator(ngf=4)
     big = _noise_image(tmp_path / "in" / "big.png", 300, 200)
     small = _noise_image(tmp_path / "in" / "small.png", 60, 40, seed=1)
-    budget = 160 * 160 * 128  # bytes: a 128-px tile fits, 300x200 does not
+    # bytes: 300x200 needs 60_000 * 256 in one pass; beside its buffers (4_800_000) 128-px tiles fit
+    budget = 8_000_000
     report = _run(g, [big, small], tmp_path / "out", memory_budget_gib=budget / 2**30)
     assert report.auto_tiled == [str(big)] and len(report.written) == 2
     x = from_uint8(np.array(load_image(str(big))))[0]
@@ -391,7 +406,17 @@ def test_image_too_large_for_the_budget_is_translated_in_tiles(tmp_path, capsys)
     np.testing.assert_array_equal(_pixels(tmp_path / "out" / "big.png"), expected)
     assert not np.array_equal(_pixels(tmp_path / "out" / "big.png"), _pixels_untiled(g, x))
     err = capsys.readouterr().err
-    assert "big.png: 300x200 needs about" in err and "128-px tiles" in err
+    assert "big.png: 300x200 needs about" in err and "128-px tiles" in err and "even for" not in err
+
+
+def test_image_over_the_budget_even_in_tiles_is_translated_and_said_once(tmp_path, capsys):
+    g = _generator(ngf=4)
+    big = [_noise_image(tmp_path / "in" / f"big{i}.png", 300, 200, seed=i) for i in range(2)]
+    report = _run(g, big, tmp_path / "out", memory_budget_gib=4_000_000 / 2**30)  # buffers alone: 4_800_000
+    assert len(report.written) == 2 and report.auto_tiled == [str(p) for p in big]
+    err = capsys.readouterr().err
+    assert err.count("more than the 0.0 GiB budget leaves even for 128-px tiles; translating it anyway") == 1
+    assert "Lower --max-side" in err
 
 
 def _pixels_untiled(g, x):
@@ -403,7 +428,7 @@ def test_budget_shrinks_batches_of_large_images(tmp_path):
     paths = [_noise_image(tmp_path / "in" / f"{i}.png", 64, 64, seed=i) for i in range(4)]
     seen = []
     g.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[0]))
-    _run(g, paths, tmp_path / "out", batch_size=4, memory_budget_gib=(2 * 64 * 64 * 128) / 2**30)
+    _run(g, paths, tmp_path / "out", batch_size=4, memory_budget_gib=(2 * 64 * 64 * 256) / 2**30)
     assert seen == [2, 2]
 
 

@@ -313,7 +313,7 @@ def translate_tiled(
                 wt = (wy[:, None] * wx[None, :]).to(device)[None]  # (1, th, tw)
                 acc[:, y0 : y0 + th, x0 : x0 + tw] += out * wt
                 weight[:, y0 : y0 + th, x0 : x0 + tw] += wt
-    return acc / weight
+    return acc.div_(weight)
 
 
 def _check_tiling(tile: int, tile_overlap: int) -> None:
@@ -345,7 +345,13 @@ class TranslateReport:
 # Peak memory of one fp32 G pass per padded pixel and per ngf channel: 1.79-1.84 KB per pixel
 # at ngf 64 on the CPU (512-1536 px, peak RSS), i.e. 28 bytes per channel; rounded up.
 BYTES_PER_PIXEL_PER_NGF = 32
-# Share of the device's free memory a pass may use when no budget is given.
+# On top of the activations, a pass holds its padded input, its output and the clamped output.
+PASS_BYTES_PER_PIXEL = 48
+# What translating one image holds besides G's passes, per pixel of the image: the decoded photo,
+# its float copy, the tile blend's accumulators and the conversion of the result to 8 bits
+# (75-77 bytes measured from the peak RSS, BENCHMARKS.md "Translate: the memory budget"); rounded up.
+IMAGE_BYTES_PER_PIXEL = 80
+# Share of the device's free memory translating may use when no budget is given.
 FREE_MEMORY_SHARE = 0.7
 
 
@@ -367,25 +373,33 @@ def free_memory(device: torch.device) -> int | None:
 
 @dataclass(frozen=True)
 class MemoryPlan:
-    """Sizes G passes to a memory budget: smaller batches for large images, tiles for images
-    that do not fit alone (a 12-megapixel photo needs about 24 GB at ngf 64 in one pass)."""
+    """Sizes the work on one image (or one batch) to a memory budget: the image's own buffers
+    (`image_bytes_per_pixel`) plus G's passes (`bytes_per_pixel` of the padded size). Batches of
+    large images shrink; an image that does not fit in one pass is translated in the largest tiles
+    that fit beside its buffers (a 12-megapixel photo needs about 25 GB in one pass at ngf 64).
+    What the process holds anyway (PyTorch, the weights) is not counted."""
 
-    budget: int  # bytes one G pass may use; 0: no limit
-    bytes_per_pixel: int
+    budget: int  # bytes; 0: no limit
+    bytes_per_pixel: int  # one G pass, per padded pixel
+    image_bytes_per_pixel: int = IMAGE_BYTES_PER_PIXEL
 
     @classmethod
     def for_generator(cls, generator: torch.nn.Module, device: torch.device, budget_gib: float = 0.0) -> "MemoryPlan":
         """`budget_gib` > 0 is taken as is; 0 means FREE_MEMORY_SHARE of what is free now."""
         if budget_gib < 0:
             raise ValueError(f"memory budget {budget_gib} GiB: expected >= 0 (0: from the free memory)")
-        bpp = BYTES_PER_PIXEL_PER_NGF * int(getattr(unwrap(generator), "ngf", 64))
+        bpp = BYTES_PER_PIXEL_PER_NGF * int(getattr(unwrap(generator), "ngf", 64)) + PASS_BYTES_PER_PIXEL
         if budget_gib > 0:
             return cls(int(budget_gib * 2**30), bpp)
         free = free_memory(device)
         return cls(int(free * FREE_MEMORY_SHARE) if free else 0, bpp)
 
     def bytes_for(self, height: int, width: int, batch: int = 1) -> int:
-        return batch * height * width * self.bytes_per_pixel
+        """Images of this size translated `batch` at a time in one pass: their buffers and the pass."""
+        return batch * height * width * (self.bytes_per_pixel + self.image_bytes_per_pixel)
+
+    def image_bytes(self, height: int, width: int) -> int:
+        return height * width * self.image_bytes_per_pixel
 
     def batch_for(self, height: int, width: int, batch_size: int) -> int:
         """Images of this padded size per G call: at most `batch_size`, at least 1."""
@@ -393,13 +407,27 @@ class MemoryPlan:
             return batch_size
         return max(1, min(batch_size, self.budget // self.bytes_for(height, width)))
 
+    def tiles_for(self, tile: int, height: int, width: int, batch_size: int) -> int:
+        """Tiles of `tile` px per G call for an image of height x width: what fits beside the image's
+        buffers, at most `batch_size`, at least 1."""
+        if not self.budget:
+            return batch_size
+        left = self.budget - self.image_bytes(height, width)
+        return max(1, min(batch_size, left // (tile * tile * self.bytes_per_pixel)))
+
     def tile_for(self, height: int, width: int, overlap: int = 0) -> int:
-        """0 if one image of this padded size fits the budget, else the largest tile side
-        whose pass fits: a multiple of 64, at least 128 and more than twice `overlap`."""
+        """0 if one image of this padded size fits the budget in one pass, else the largest tile side
+        whose pass fits beside the image's buffers: a multiple of 64, at least 128 and more than twice
+        `overlap` (at 128 px an image too large for the budget even in tiles; see `tiles_fit`)."""
         if not self.budget or self.bytes_for(height, width) <= self.budget:
             return 0
-        side = int((self.budget / self.bytes_per_pixel) ** 0.5) // 64 * 64
+        left = max(0, self.budget - self.image_bytes(height, width))
+        side = int((left / self.bytes_per_pixel) ** 0.5) // 64 * 64
         return max(128, side, (2 * overlap // 64 + 1) * 64)
+
+    def tiles_fit(self, height: int, width: int, tile: int) -> bool:
+        """Whether the image's buffers and one pass of a `tile`-px tile fit the budget."""
+        return not self.budget or self.image_bytes(height, width) + tile * tile * self.bytes_per_pixel <= self.budget
 
 
 @dataclass
@@ -522,6 +550,7 @@ def translate_paths(
     generator = generator.to(device).eval()  # modules move in place
     plan = MemoryPlan.for_generator(generator, device, memory_budget_gib)
     auto_tiled: list[str] = []
+    over_budget: list[str] = []  # images over the budget even in the smallest tiles (said once)
 
     planned = _plan(inputs, out_dir)
     jobs, skipped = planned.jobs, planned.skipped
@@ -557,11 +586,12 @@ def translate_paths(
                 bar.update(1)
                 continue
             x = from_uint8(np.array(img))[0]  # (3, H, W) in [-1, 1]
+            del img  # the decoded photo is not needed any more
             h, w = x.shape[-2:]
 
             # large images in tiles, one at a time
             if tile > 0 and (h > tile or w > tile):
-                tiles_per_pass = plan.batch_for(tile, tile, batch_size)
+                tiles_per_pass = plan.tiles_for(tile, h, w, batch_size)
                 write(
                     job, translate_tiled(generator, x, tile=tile, tile_overlap=tile_overlap, batch_size=tiles_per_pass)
                 )
@@ -576,6 +606,15 @@ def translate_paths(
                         f"{fitted_tile}-px tiles. Choose with --tile, --max-side or --memory-budget-gib",
                         file=sys.stderr,
                     )
+                if not plan.tiles_fit(h, w, fitted_tile) and not over_budget:
+                    tqdm.write(
+                        f"{job.source}: {w}x{h} needs about {plan.image_bytes(h, w) / 2**30:.1f} GiB besides the "
+                        f"generator's passes, more than the {plan.budget / 2**30:.1f} GiB budget leaves even for "
+                        f"{fitted_tile}-px tiles; translating it anyway (this and any other such image). Lower "
+                        "--max-side to stay within the budget",
+                        file=sys.stderr,
+                    )
+                    over_budget.append(job.source)
                 auto_tiled.append(job.source)
                 write(job, translate_tiled(generator, x, tile=fitted_tile, tile_overlap=tile_overlap, batch_size=1))
                 continue
