@@ -465,3 +465,10 @@ def test_a_training_state_that_is_not_one_says_what_a_checkpoint_is(tmp_path):
     assert "config.yaml" in str(err.value)
     with pytest.raises(ValueError, match=r"state\.pt is missing; expected a training checkpoint directory"):
         load_state(tmp_path)
+
+
+def test_results_convert_to_8_bits_band_by_band_exactly():
+    from scenimefy.inference.translate import _to_uint8_bands
+
+    y = torch.rand(3, 37, 11, generator=torch.Generator().manual_seed(0)) * 2.4 - 1.2  # beyond [-1, 1] too
+    np.testing.assert_array_equal(_to_uint8_bands(y, rows=8), to_uint8(y))

@@ -514,6 +514,16 @@ def _downscale(img: Image.Image, max_side: int) -> Image.Image:
     return img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.BICUBIC)
 
 
+def _to_uint8_bands(y: Tensor, rows: int = 256) -> np.ndarray:
+    """`to_uint8` of a (3, H, W) result, `rows` rows at a time: its float temporaries stay the size of
+    a band instead of several copies of a large image. The same bytes as converting it whole."""
+    y = y.float().cpu()
+    out = np.empty((y.shape[-2], y.shape[-1], 3), dtype=np.uint8)
+    for top in range(0, y.shape[-2], rows):
+        out[top : top + rows] = to_uint8(y[:, top : top + rows])
+    return out
+
+
 def translate_paths(
     generator: torch.nn.Module,
     inputs: Sequence[str | os.PathLike],
@@ -560,7 +570,7 @@ def translate_paths(
     bar = tqdm(total=len(jobs), disable=not progress, unit="img", desc="translate")
 
     def write(job: _Job, y: Tensor) -> None:
-        save_image_atomic(job.output, to_uint8(y.float().cpu()))
+        save_image_atomic(job.output, _to_uint8_bands(y))
         written[job.index] = job.output
         bar.update(1)
 
@@ -592,9 +602,9 @@ def translate_paths(
             # large images in tiles, one at a time
             if tile > 0 and (h > tile or w > tile):
                 tiles_per_pass = plan.tiles_for(tile, h, w, batch_size)
-                write(
-                    job, translate_tiled(generator, x, tile=tile, tile_overlap=tile_overlap, batch_size=tiles_per_pass)
-                )
+                y = translate_tiled(generator, x, tile=tile, tile_overlap=tile_overlap, batch_size=tiles_per_pass)
+                del x  # only the result is needed now
+                write(job, y)
                 continue
             key = padded_size(h, w)
             fitted_tile = plan.tile_for(*key, overlap=tile_overlap) if tile == 0 else 0
@@ -616,7 +626,9 @@ def translate_paths(
                     )
                     over_budget.append(job.source)
                 auto_tiled.append(job.source)
-                write(job, translate_tiled(generator, x, tile=fitted_tile, tile_overlap=tile_overlap, batch_size=1))
+                y = translate_tiled(generator, x, tile=fitted_tile, tile_overlap=tile_overlap, batch_size=1)
+                del x
+                write(job, y)
                 continue
 
             # the rest batched by padded size, as many per pass as the memory budget allows
