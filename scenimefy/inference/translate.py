@@ -348,8 +348,8 @@ BYTES_PER_PIXEL_PER_NGF = 32
 # On top of the activations, a pass holds its padded input, its output and the clamped output.
 PASS_BYTES_PER_PIXEL = 48
 # What translating one image holds besides G's passes, per pixel of the image: the decoded photo,
-# its float copy, the tile blend's accumulators and the conversion of the result to 8 bits
-# (75-77 bytes measured from the peak RSS, BENCHMARKS.md "Translate: the memory budget"); rounded up.
+# its float copy, the tile blend's accumulators and the 8-bit result. An allowance, not an exact
+# count: with it the measured peaks stay under the budget (BENCHMARKS.md "Translate: the memory budget").
 IMAGE_BYTES_PER_PIXEL = 80
 # Share of the device's free memory translating may use when no budget is given.
 FREE_MEMORY_SHARE = 0.7
