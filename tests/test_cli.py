@@ -90,3 +90,46 @@ def test_translate_with_wrong_architecture_names_the_keys(tmp_path, capsys, phot
 def test_translate_missing_checkpoint(tmp_path, capsys, photos_dir):
     code = main(["translate", "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "o"), str(photos_dir)])
     _one_line_error(capsys, code, "none.pt")
+
+
+def _translate(tmp_path, snapshot, *inputs):
+    out = tmp_path / "out"
+    argv = ["translate", "--checkpoint", str(snapshot), "--out", str(out), "--device", "cpu", "--batch-size", "2"]
+    return main([*argv, *map(str, inputs)]), out
+
+
+def test_translate_an_empty_folder_says_it_has_no_images(tmp_path, tiny_snapshot, capsys):
+    (tmp_path / "empty").mkdir()
+    code, out = _translate(tmp_path, tiny_snapshot, tmp_path / "empty")
+    captured = capsys.readouterr()
+    assert code == 1 and not out.exists()
+    assert f"skipped {tmp_path / 'empty'}: no images in this folder or below (looked for .jpg" in captured.err
+    assert captured.out == "no image translated, nothing written; skipped 1 input(s), listed above\n"
+    assert str(out) not in captured.out + captured.err  # no folder that was never made
+
+
+def test_translate_names_each_renamed_input_and_prints_each_message_once(tmp_path, tiny_snapshot, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (24, 16), (200, 10, 10)).save(photos / "a.jpg")
+    Image.new("RGB", (24, 16), (10, 200, 10)).save(photos / "a.png")
+    (photos / "notes.txt").write_text("not an image")
+    code, out = _translate(tmp_path, tiny_snapshot, photos)
+    captured = capsys.readouterr()
+    assert code == 0 and sorted(p.name for p in out.iterdir()) == ["a.png", "a_1.png"]
+    assert captured.out.splitlines() == [
+        f"translated 2 image(s) into {out}; skipped 1 input(s), listed above",
+        "1 input(s) share a name with an earlier one and were renamed:",
+        f"  {photos / 'a.png'} -> {out / 'a_1.png'}, since {photos / 'a.jpg'} has that name",
+    ]
+    lines = (captured.out + captured.err).splitlines()
+    assert sum("notes.txt" in line for line in lines) == 1  # said once, on stderr
+    assert all(lines.count(line) == 1 for line in lines if line.strip())
+
+
+def test_translate_a_file_that_is_not_a_checkpoint(tmp_path, capsys, photos_dir):
+    photo = tmp_path / "photo.jpg"
+    Image.new("RGB", (8, 8)).save(photo)
+    code = main(["translate", "--checkpoint", str(photo), "--out", str(tmp_path / "o"), str(photos_dir)])
+    err = _one_line_error(capsys, code, f"{photo} is not a checkpoint: it is not a PyTorch weights file")
+    assert "weights_only" not in err and "generator.pt" in err

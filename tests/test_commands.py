@@ -114,6 +114,10 @@ def _parsers() -> list[argparse.ArgumentParser]:
     return found
 
 
+def _in_required_group(p: argparse.ArgumentParser, action: argparse.Action) -> bool:
+    return any(g.required and action in g._group_actions for g in p._mutually_exclusive_groups)
+
+
 def test_every_option_has_a_help_line_with_its_default():
     for p in _parsers():
         for action in p._actions:
@@ -121,8 +125,46 @@ def test_every_option_has_a_help_line_with_its_default():
                 continue
             what = f"{p.prog} {'/'.join(action.option_strings) or action.dest}"
             assert action.help, f"{what} has no help"
-            if action.option_strings and action.default not in (None, False, []):
+            flag = action.nargs == 0  # store_true: off unless given
+            if action.option_strings and not flag and not action.required and not _in_required_group(p, action):
                 assert "default" in action.help, f"{what}: the help does not give the default {action.default!r}"
+
+
+def test_translate_options_name_their_default_value_and_unit():
+    text = " ".join(cli.build_parser("translate").format_help().split())
+    for expected in (
+        "(default: translate.batch_size of --config; 4 images",
+        "(default: translate.max_side of --config; 0 px",
+        "(default: translate.tile of --config; 0 px",
+        "(default: translate.memory_budget_gib of --config; 0 GiB",
+        "(default: translate.device of --config; auto",
+        "(in px) (default: none)",
+    ):
+        assert expected in text, expected
+
+
+# the training stages' own sections, and which of them each command's examples may use
+STAGE_SECTIONS = {"pretrain", "finetune", "pairs", "translator", "tune"}
+EXAMPLE_SECTIONS = {"pretrain": {"pretrain"}, "finetune": {"finetune"}, "pairs": {"pairs"}, "train": {"translator"}}
+EXAMPLE_SECTIONS |= {"tune": {"tune", "translator", "pairs"}, "pipeline": STAGE_SECTIONS, "demo": STAGE_SECTIONS}
+
+
+def test_examples_fit_their_command():
+    """Every `section.key=value` in a command's description and override examples is a real key, and a
+    stage's examples use no other stage's section (pretrain showing a translator key, say)."""
+    import re
+
+    from scenimefy.config import load_config
+
+    for p in _parsers():
+        name = p.prog.split()[1]
+        texts = [p.description or ""] + [a.help or "" for a in p._actions if a.dest == "overrides"]
+        examples = re.findall(r"(?<![\w./$-])([a-z]+)\.([a-z_]+)=([^\s;]+)", " ".join(texts))
+        examples = [(section, key, value) for section, key, value in examples if key != "key"]  # metavars
+        for section, key, value in examples:
+            load_config("paper", [f"{section}.{key}={value}"])  # a ConfigError names a wrong key
+            foreign = STAGE_SECTIONS - EXAMPLE_SECTIONS.get(name, set())
+            assert section not in foreign, f"{p.prog}: the example {section}.{key} belongs to another stage"
 
 
 def test_one_config_default():
@@ -137,14 +179,13 @@ def test_one_config_default():
         assert has_config == w.uses_config, name
 
 
+HELP_COMMANDS = [[], *([name] for name in cli.COMMANDS), ["weights", "download"], ["jobs", "list"], ["jobs", "logs"]]
+
+
 @pytest.mark.parametrize(
     "code",
-    [
-        "from scenimefy.commands.cli import main; main(['--help'])",
-        "from scenimefy.commands.cli import main; main(['train', '--help'])",
-        "from scenimefy.commands.cli import main; main(['submit', '--help'])",
-        "from scenimefy.commands.jobs_runner import main; main('evaluate', ['--help'])",
-    ],
+    [f"from scenimefy.commands.cli import main; main({[*argv, '--help']!r})" for argv in HELP_COMMANDS]
+    + ["from scenimefy.commands.jobs_runner import main; main('evaluate', ['--help'])"],
 )
 def test_help_imports_nothing_heavy(code):
     check = f"import sys\ntry:\n    {code}\nexcept SystemExit as e:\n    assert e.code == 0, e\n"
@@ -160,3 +201,65 @@ def test_every_workload_is_a_cli_command_and_a_job_script():
         assert name in cli.COMMANDS
         text = (REPO / "jobs" / f"{name}.py").read_text()
         assert f'main("{name}")' in text and len(text.splitlines()) <= 12
+
+
+def _fake_checkpoint(storage: Path, stamp: str, step: int) -> Path:
+    import torch
+
+    folder = storage / f"checkpoint_{stamp}"
+    folder.mkdir(parents=True)
+    torch.save({"format": "scenimefy.training_state", "progress": {"step": step}}, folder / "state.pt")
+    return folder
+
+
+def test_ctrl_c_ends_with_what_was_saved_and_the_command_that_resumes(tmp_path, capsys, monkeypatch):
+    runs = tmp_path / "runs"
+    _fake_checkpoint(runs / "ray" / "r", "2026-12-02_10-00-00.000001", 25)
+    latest = _fake_checkpoint(runs / "ray" / "r", "2026-12-02_10-05-00.000001", 75)
+    (runs / "ray" / "r" / "checkpoint_2026-12-02_10-09-00.000001").mkdir()  # being written: no state yet
+
+    def interrupted(cfg, args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(jobs_runner.WORKLOADS["train"].command, "run", interrupted)
+    argv = ["--config", "tiny", f"run.output_dir={runs}", "run.name=r"]
+    assert cli.main(["train", *argv]) == 130
+    err = capsys.readouterr().err
+    assert err == (
+        f"scenimefy train: interrupted; saved: the checkpoint at step 75 ({latest}); "
+        f"resume with: scenimefy train --config tiny run.output_dir={runs} run.name=r\n"
+    )
+    assert jobs_runner.main("train", argv) == 130  # the job script names itself
+    assert capsys.readouterr().err.endswith(f"resume with: python jobs/train.py {' '.join(argv)}\n")
+
+
+def test_what_an_interrupted_workload_saved(tmp_path):
+    runs = tmp_path / "runs"
+    argv = ["--config", "tiny", f"run.output_dir={runs}", "run.name=r"]
+
+    def saved(name, *extra):
+        args = jobs_runner.parse_job_args(name, [*argv, *extra])
+        return jobs_runner.saved_summary(name, jobs_runner.resolve_config(name, args), args)
+
+    assert saved("train") == "no checkpoint yet (a rerun starts from the beginning)"
+    pre = _fake_checkpoint(runs / "ray" / "r-pretrain", "2026-12-02_10-00-00.000001", 100)
+    (runs / "r" / "pipeline").mkdir(parents=True)
+    assert saved("pipeline") == (
+        f"the finished stages' records in {runs / 'r' / 'pipeline'}, the pretrain checkpoint at step 100 ({pre})"
+    )
+    assert saved("finetune") == "no checkpoint yet (a rerun starts from the beginning)"
+    assert saved("evaluate", "--translations", "x", "--out", "y") == "nothing (an evaluation starts over)"
+    args = jobs_runner.parse_job_args("demo", ["--out", str(tmp_path / "demo")])
+    assert jobs_runner.saved_summary("demo", None, args) == f"the finished stages in {tmp_path / 'demo'}"
+
+
+def test_a_resumed_run_says_from_which_step(tmp_path, capsys, monkeypatch):
+    from scenimefy.distributed import translator
+
+    def resumed(cfg):
+        return translator.TrainOutcome("d", "d/generator.pt", "ckpt", 150, "id", "sqlite:///x", resumed_from_step=75)
+
+    monkeypatch.setattr(translator, "train_translator_on_ray", resumed)
+    assert cli.main(["train", "--config", "tiny", f"run.output_dir={tmp_path}"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "resumed from step 75" and lines[1] == "generator: d/generator.pt"

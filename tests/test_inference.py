@@ -169,7 +169,7 @@ def test_output_never_overwrites_an_input(tmp_path):
     root = tmp_path / "in"
     src = _noise_image(root / "photo.png", 16, 16)
     before = src.read_bytes()
-    with pytest.raises(ValueError, match="would overwrite the input"):
+    with pytest.raises(ValueError, match="which is one of the inputs"):
         _run(_generator(), [root], root)
     assert src.read_bytes() == before
     # a JPEG input in the same folder is fine: the output is a new .png beside it
@@ -325,12 +325,20 @@ def test_bad_checkpoint_paths_give_one_line_errors(tmp_path):
         load_translator(tmp_path / "empty_dir", "cpu")
     text = tmp_path / "notes.pt"
     text.write_text("not a checkpoint")
-    with pytest.raises(ValueError, match=r"notes\.pt: not a readable PyTorch weights file"):
+    with pytest.raises(ValueError, match=r"notes\.pt is not a checkpoint: it is not a PyTorch weights file") as err:
         load_translator(text, "cpu")
+    assert "Expected a translator's generator.pt" in str(err.value) and "Shinkai_net_G.pth" in str(err.value)
+    Image.new("RGB", (8, 8)).save(tmp_path / "photo.png")  # a photo passed by mistake
+    with pytest.raises(ValueError, match=r"photo\.png is not a checkpoint: it is not a PyTorch weights file") as err:
+        load_translator(tmp_path / "photo.png", "cpu")
+    assert "weights_only" not in str(err.value) and "\n" not in str(err.value)
+    (tmp_path / "zero.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"zero\.pt is not a checkpoint: the file is empty"):
+        load_translator(tmp_path / "zero.pt", "cpu")
     torch.save(ResnetGenerator(ngf=4, n_blocks=1), tmp_path / "pickled.pt")  # a pickled module
-    with pytest.raises(ValueError, match=r"pickled\.pt: not a readable PyTorch weights file") as err:
+    with pytest.raises(ValueError, match=r"pickled\.pt is not a checkpoint: it pickles Python objects") as err:
         load_translator(tmp_path / "pickled.pt", "cpu")
-    assert "\n" not in str(err.value)
+    assert "\n" not in str(err.value) and "weights_only" not in str(err.value)
     torch.save({"model.0.weight": torch.zeros(8, 3, 4, 4)}, tmp_path / "disc.pth")  # a discriminator
     with pytest.raises(ValueError, match=r"disc\.pth: not a CUT ResnetGenerator state dict"):
         load_translator(tmp_path / "disc.pth", "cpu")
@@ -338,7 +346,7 @@ def test_bad_checkpoint_paths_give_one_line_errors(tmp_path):
     with pytest.raises(ValueError, match=r"state\.pt: a 'scenimefy\.training_state' file, not a translator snapshot"):
         load_translator(tmp_path / "state.pt", "cpu")
     torch.save([1, 2, 3], tmp_path / "list.pt")
-    with pytest.raises(ValueError, match=r"list\.pt: not a translator checkpoint"):
+    with pytest.raises(ValueError, match=r"list\.pt is not a translator checkpoint; expected a translator's"):
         load_translator(tmp_path / "list.pt", "cpu")
 
 
@@ -348,17 +356,31 @@ def test_bad_checkpoint_paths_give_one_line_errors(tmp_path):
 
 def test_memory_plan_sizes_batches_and_tiles_by_hand():
     g = _generator(ngf=4)
-    plan = MemoryPlan.for_generator(g, torch.device("cpu"), budget_gib=(100 * 100 * 128 * 3) / 2**30)
-    assert plan.bytes_per_pixel == 32 * 4 and plan.budget == 100 * 100 * 128 * 3
+    # per pixel: a pass 32 * 4 + 48 = 176 bytes, the image's own buffers 80; one image in one pass 256
+    plan = MemoryPlan.for_generator(g, torch.device("cpu"), budget_gib=(100 * 100 * 256 * 3) / 2**30)
+    assert plan.bytes_per_pixel == 176 and plan.image_bytes_per_pixel == 80 and plan.budget == 100 * 100 * 256 * 3
     assert plan.batch_for(100, 100, batch_size=8) == 3  # three 100x100 images fit
     assert plan.batch_for(100, 100, batch_size=2) == 2
     assert plan.batch_for(400, 400, batch_size=8) == 1  # never below one
     assert plan.tile_for(100, 300) == 0  # fits whole
-    assert plan.tile_for(100, 304) == 128  # sqrt(30000) = 173 -> 128 (multiple of 64)
+    # 7_680_000 - 100 * 304 * 80 = 5_248_000 left for a pass: sqrt(5_248_000 / 176) = 172 -> 128 (multiple of 64)
+    assert plan.tile_for(100, 304) == 128
     assert plan.tile_for(100, 304, overlap=80) == 192  # tiles must exceed twice the overlap
     assert MemoryPlan(0, 128).tile_for(10_000, 10_000) == 0 and MemoryPlan(0, 128).batch_for(9999, 9999, 4) == 4
     with pytest.raises(ValueError, match="memory budget -1"):
         MemoryPlan.for_generator(g, torch.device("cpu"), budget_gib=-1)
+
+
+def test_memory_plan_counts_the_image_buffers_beside_the_tiles():
+    plan = MemoryPlan(budget=20_000_000, bytes_per_pixel=176)
+    # 300x300 needs 90_000 * 256 = 23_040_000 in one pass; its buffers take 7_200_000, leaving 12_800_000:
+    # sqrt(12_800_000 / 176) = 269 -> 256-px tiles (the pass alone would allow 320)
+    assert plan.tile_for(300, 300) == 256 and plan.tiles_fit(300, 300, 256)
+    assert plan.tiles_for(64, 300, 300, batch_size=8) == 8  # 12_800_000 // (64 * 64 * 176) = 17
+    assert plan.tiles_for(128, 300, 300, batch_size=8) == 4  # 12_800_000 // 2_883_584 = 4
+    # 1000x1000: its buffers alone (80_000_000) exceed the budget; the smallest tiles, said to be over it
+    assert plan.tile_for(1000, 1000) == 128 and not plan.tiles_fit(1000, 1000, 128)
+    assert plan.tiles_for(128, 1000, 1000, batch_size=4) == 1
 
 
 def test_default_budget_is_a_share_of_the_free_memory():
@@ -375,7 +397,8 @@ def test_image_too_large_for_the_budget_is_translated_in_tiles(tmp_path, capsys)
     g = _generator(ngf=4)
     big = _noise_image(tmp_path / "in" / "big.png", 300, 200)
     small = _noise_image(tmp_path / "in" / "small.png", 60, 40, seed=1)
-    budget = 160 * 160 * 128  # bytes: a 128-px tile fits, 300x200 does not
+    # bytes: 300x200 needs 60_000 * 256 in one pass; beside its buffers (4_800_000) 128-px tiles fit
+    budget = 8_000_000
     report = _run(g, [big, small], tmp_path / "out", memory_budget_gib=budget / 2**30)
     assert report.auto_tiled == [str(big)] and len(report.written) == 2
     x = from_uint8(np.array(load_image(str(big))))[0]
@@ -383,7 +406,17 @@ def test_image_too_large_for_the_budget_is_translated_in_tiles(tmp_path, capsys)
     np.testing.assert_array_equal(_pixels(tmp_path / "out" / "big.png"), expected)
     assert not np.array_equal(_pixels(tmp_path / "out" / "big.png"), _pixels_untiled(g, x))
     err = capsys.readouterr().err
-    assert "big.png: 300x200 needs about" in err and "128-px tiles" in err
+    assert "big.png: 300x200 needs about" in err and "128-px tiles" in err and "even for" not in err
+
+
+def test_image_over_the_budget_even_in_tiles_is_translated_and_said_once(tmp_path, capsys):
+    g = _generator(ngf=4)
+    big = [_noise_image(tmp_path / "in" / f"big{i}.png", 300, 200, seed=i) for i in range(2)]
+    report = _run(g, big, tmp_path / "out", memory_budget_gib=4_000_000 / 2**30)  # buffers alone: 4_800_000
+    assert len(report.written) == 2 and report.auto_tiled == [str(p) for p in big]
+    err = capsys.readouterr().err
+    assert err.count("more than the 0.0 GiB budget leaves even for 128-px tiles; translating it anyway") == 1
+    assert "Lower --max-side" in err
 
 
 def _pixels_untiled(g, x):
@@ -395,5 +428,47 @@ def test_budget_shrinks_batches_of_large_images(tmp_path):
     paths = [_noise_image(tmp_path / "in" / f"{i}.png", 64, 64, seed=i) for i in range(4)]
     seen = []
     g.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[0]))
-    _run(g, paths, tmp_path / "out", batch_size=4, memory_budget_gib=(2 * 64 * 64 * 128) / 2**30)
+    _run(g, paths, tmp_path / "out", batch_size=4, memory_budget_gib=(2 * 64 * 64 * 256) / 2**30)
     assert seen == [2, 2]
+
+
+def test_same_stem_inputs_are_renamed_and_listed(tmp_path):
+    root = tmp_path / "in"
+    first, second = _noise_image(root / "a.jpg", 16, 16, seed=1), _noise_image(root / "a.png", 16, 16, seed=2)
+    report = _run(_generator(), [root], tmp_path / "out")
+    assert report.renamed == [(str(second), str(tmp_path / "out" / "a_1.png"), str(first))]
+
+
+def test_the_overwrite_message_names_the_input_that_would_be_replaced(tmp_path):
+    root = tmp_path / "in"
+    jpg, png = _noise_image(root / "a.jpg", 16, 16, seed=1), _noise_image(root / "a.png", 16, 16, seed=2)
+    with pytest.raises(ValueError) as err:
+        _run(_generator(), [jpg, png], root)  # a.jpg -> in/a.png, which is the second input
+    assert str(err.value).startswith(f"translating {jpg} would write {png}, which is one of the inputs")
+
+
+def test_an_empty_folder_is_skipped_with_its_reason(tmp_path):
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    report = _run(_generator(), [tmp_path / "empty"], tmp_path / "out")
+    assert report.written == [] and len(report.skipped) == 1
+    assert report.skipped[0][0] == str(tmp_path / "empty") and report.skipped[0][1].startswith("no images")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_training_state_that_is_not_one_says_what_a_checkpoint_is(tmp_path):
+    from scenimefy.stages.checkpoint import load_state
+
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "state.pt").write_text("garbage")
+    with pytest.raises(ValueError, match=r"state\.pt is not a checkpoint: it is not a PyTorch weights file") as err:
+        load_state(tmp_path / "ckpt")
+    assert "config.yaml" in str(err.value)
+    with pytest.raises(ValueError, match=r"state\.pt is missing; expected a training checkpoint directory"):
+        load_state(tmp_path)
+
+
+def test_results_convert_to_8_bits_band_by_band_exactly():
+    from scenimefy.inference.translate import _to_uint8_bands
+
+    y = torch.rand(3, 37, 11, generator=torch.Generator().manual_seed(0)) * 2.4 - 1.2  # beyond [-1, 1] too
+    np.testing.assert_array_equal(_to_uint8_bands(y, rows=8), to_uint8(y))

@@ -434,11 +434,27 @@ def add_submit_arguments(p: argparse.ArgumentParser) -> None:
         help="checkout to upload (default: the one this scenimefy runs from)",
     )
     p.add_argument(
-        "--pip", action="append", default=[], metavar="REQ", help="pip requirement installed for the job (repeatable)"
+        "--pip",
+        action="append",
+        default=[],
+        metavar="REQ",
+        help="pip requirement installed for the job (repeatable; default: none)",
     )
-    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="env var for the job (repeatable)")
     p.add_argument(
-        "--exclude", action="append", default=[], metavar="PATTERN", help="more paths left out of the upload"
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="env var for the job (repeatable; default: only $MLFLOW_TRACKING_URI when set here)",
+    )
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="more paths left out of the upload, repeatable (default: none; always left out: "
+        + " ".join(DEFAULT_EXCLUDES)
+        + " and what .gitignore lists)",
     )
     p.add_argument("--submission-id", default=None, metavar="ID", help="job id to use (default: Ray's raysubmit_...)")
     p.add_argument(

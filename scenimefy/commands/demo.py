@@ -25,7 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--out",
         default="scenimefy-demo",
         metavar="DIR",
-        help="where data, runs and pictures go (absolute on a cluster; default: %(default)s)",
+        help="where data, runs and pictures go; a folder the demo creates gets a .gitignore of * (absolute on a "
+        "cluster; default: %(default)s, in the current directory)",
     )
     p.add_argument("--workers", type=int, default=2, help="Ray Train workers (default: %(default)s)")
 

@@ -28,6 +28,8 @@ def run(cfg: Any, args: argparse.Namespace) -> Any:
         info = stylegan.preflight(cfg, stylegan.FINETUNE)  # resolves the data, the batch and the source
         return [f"{key}: {value}" for key, value in info.items() if key != "world size"]  # the entry prints that
     outcome = stylegan.finetune_on_ray(cfg)
+    if outcome.resumed_from_step is not None:
+        print(f"resumed from step {outcome.resumed_from_step}")
     print(f"snapshot: {outcome.snapshot}")
     print(f"checkpoint: {outcome.checkpoint}")
     print(f"mlflow: {outcome.tracking_uri} (run {outcome.mlflow_run_id})")

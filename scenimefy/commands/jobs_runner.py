@@ -17,7 +17,8 @@ run needs. Before a GPU run starts, the cluster's GPUs are compared with that (`
 GPU preset on a CPU-only cluster fails at once instead of waiting forever for resources.
 
 On success the last line printed is `SCENIMEFY_RESULT {json}`: the workload's outcome (paths,
-final step, MLflow run id), for scripts that read job logs (`parse_result`).
+final step, MLflow run id), for scripts that read job logs (`parse_result`). An interrupted run
+(Ctrl-C) ends with one line: what was saved and the command that resumes it (`interrupted_line`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import dataclasses
 import functools
 import importlib.util
 import json
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -243,6 +245,73 @@ def run_parsed(name: str, args: argparse.Namespace) -> int:
     return 0 if w.succeeded is None or w.succeeded(outcome) else 1
 
 
+# ----------------------------------------------------------------------------------------
+# Ctrl-C: what was saved, and how to resume
+
+# The Ray Train runs of each workload, as suffixes of run.name (docs/architecture.md, "Outputs").
+RAY_RUN_SUFFIXES = {
+    "pretrain": ("-pretrain",),
+    "finetune": ("-finetune",),
+    "train": ("",),
+    "pipeline": ("-pretrain", "-finetune", ""),
+}
+
+
+def latest_checkpoint(run_storage: Path) -> tuple[Path, int | None] | None:
+    """The newest Ray Train checkpoint folder holding a training state under `run_storage` and its step
+    (None when the state cannot be read); None when there is none. Ray names them by time."""
+    from scenimefy.stages.checkpoint import STATE_FILE
+
+    found = sorted(p for p in run_storage.glob("checkpoint_*") if (p / STATE_FILE).is_file())
+    if not found:
+        return None
+    try:
+        import torch
+
+        state = torch.load(found[-1] / STATE_FILE, map_location="cpu", weights_only=True, mmap=True)
+        step = int(state["progress"]["step"])
+    except Exception:  # a half-written or foreign file: name the folder without its step
+        step = None
+    return found[-1], step
+
+
+def saved_summary(name: str, cfg: Config | None, args: argparse.Namespace) -> str:
+    """What an interrupted run of workload `name` leaves to resume from, in a few words."""
+    if cfg is None:  # the demo
+        return f"the finished stages in {Path(args.out).absolute()}"
+    if name == "evaluate":
+        return "nothing (an evaluation starts over)"
+    output_dir = cfg.run.output_dir
+    if "://" in output_dir:
+        return f"the checkpoints under {output_dir.rstrip('/')}/ray"
+    root = Path(output_dir).expanduser().absolute()
+    if name == "tune":
+        return f"the sweep's state in {root / 'ray' / cfg.tune.name}"
+    if name == "pairs":
+        return f"the pairs written so far in {root / cfg.run.name / 'pairs'}"
+    parts = []
+    if name == "pipeline" and (root / cfg.run.name / "pipeline").is_dir():
+        parts.append(f"the finished stages' records in {root / cfg.run.name / 'pipeline'}")
+    for suffix in RAY_RUN_SUFFIXES[name]:
+        found = latest_checkpoint(root / "ray" / f"{cfg.run.name}{suffix}")
+        if found is not None:
+            folder, step = found
+            what = f"the {suffix[1:]} checkpoint" if suffix else "the checkpoint"
+            parts.append(f"{what} at step {step} ({folder})" if step is not None else f"{what} {folder}")
+    return ", ".join(parts) or "no checkpoint yet (a rerun starts from the beginning)"
+
+
+def interrupted_line(name: str, argv: list[str], prog: str) -> str:
+    """`PROG: interrupted; saved: ...; resume with: COMMAND`, one line (the command is the one that ran)."""
+    command = shlex.join([*(["python"] if prog.endswith(".py") else []), *prog.split(), *argv])
+    try:
+        args = parse_job_args(name, argv, prog)
+        saved = saved_summary(name, resolve_config(name, args), args)
+    except (ConfigError, ValueError, OSError):
+        saved = "nothing"
+    return f"{prog}: interrupted; saved: {saved}; resume with: {command}"
+
+
 def main(name: str, argv: list[str] | None = None, prog: str | None = None) -> int:
     """`python jobs/<name>.py` and `scenimefy <name>`: exit 0 on success, 2 on a user error (one line), 1 on a
     failed run or a bug (with its traceback)."""
@@ -254,7 +323,7 @@ def main(name: str, argv: list[str] | None = None, prog: str | None = None) -> i
         print(f"{prog}: error: {e}", file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr, flush=True)
+        print(interrupted_line(name, list(argv), prog), file=sys.stderr, flush=True)
         return 130
 
 

@@ -47,6 +47,8 @@ def run(cfg: Any, args: argparse.Namespace) -> Any:
     outcome = run_pipeline(cfg, rerun=parse_stage_list(args.rerun))
     for result in outcome.stages:
         took = f" in {result.seconds:.0f} s" if result.action == "ran" else ""
+        if result.resumed_from_step is not None:
+            took += f", resumed from step {result.resumed_from_step}"
         print(f"{result.stage}: {result.action}{took}; record {result.record}")
     for name, path in outcome.outputs.items():
         print(f"{name}: {path}")

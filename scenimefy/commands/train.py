@@ -30,6 +30,8 @@ def run(cfg: Any, args: argparse.Namespace) -> Any:
     from scenimefy.distributed.translator import train_translator_on_ray
 
     outcome = train_translator_on_ray(cfg)
+    if outcome.resumed_from_step is not None:
+        print(f"resumed from step {outcome.resumed_from_step}")
     print(f"generator: {outcome.generator}")
     print(f"checkpoint: {outcome.checkpoint}")
     print(f"mlflow: {outcome.tracking_uri} (run {outcome.mlflow_run_id})")

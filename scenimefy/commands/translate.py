@@ -9,10 +9,20 @@ Options left unset take the config's `translate` section.
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from scenimefy.commands.options import add_config_option
 
 HELP = "translate photos with a trained generator"
+
+
+def _from_config(key: str, what: str = "") -> str:
+    """`(default: translate.KEY of --config, V in the default preset)`: what an option left unset takes."""
+    from scenimefy.config import TranslateConfig
+
+    value = getattr(TranslateConfig(), key)
+    shown = f"{value:g}" if isinstance(value, float) else value
+    return f"(default: translate.{key} of --config; {shown}{what} unless the preset sets it)".replace("%", "%%")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,31 +30,43 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="our generator.pt / checkpoint dir, or Shinkai_net_G.pth")
     p.add_argument("--out", required=True, help="output folder (file names are kept, as PNG)")
     p.add_argument(
-        "--batch-size", type=int, default=None, help="images per pass (default: the config's translate.batch_size)"
+        "--batch-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="images (or tiles) per generator pass, fewer for large images when the memory budget asks "
+        + _from_config("batch_size", " images"),
     )
     p.add_argument(
         "--max-side",
         type=int,
         default=None,
         metavar="PX",
-        help="downscale so the longer side is at most this many pixels, 0: keep (default: translate.max_side)",
+        help="downscale so the longer side is at most this many pixels, 0: keep " + _from_config("max_side", " px"),
     )
     p.add_argument(
         "--tile",
         type=int,
         default=None,
         metavar="PX",
-        help="translate in overlapping tiles of this many pixels, 0: whole images (default: translate.tile)",
+        help="translate in overlapping tiles of this many pixels, 0: whole images (tiled only when over the memory "
+        "budget) " + _from_config("tile", " px"),
     )
     p.add_argument(
         "--memory-budget-gib",
         type=float,
         default=None,
         metavar="GIB",
-        help="memory one pass may use, in GiB; larger images are tiled (default: translate.memory_budget_gib, "
-        "0: 70%% of the free memory)",
+        help="memory in GiB for translating one image: its decoded, padded and output copies and the generator's "
+        "passes (PyTorch and the weights, about 0.5 GiB, come on top); larger images are tiled and batches shrink; "
+        "0: 70%% of the free memory " + _from_config("memory_budget_gib", " GiB"),
     )
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="(default: translate.device, auto)")
+    p.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default=None,
+        help="where the generator runs; auto: cuda when a GPU is visible, else cpu " + _from_config("device"),
+    )
     add_config_option(p, " whose translate section gives the defaults")
     p.add_argument(
         "--set",
@@ -52,7 +74,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="translate.key=value",
-        help="config override (repeatable), e.g. --set translate.tile_overlap=64",
+        help="config override, repeatable, e.g. --set translate.tile_overlap=64 (in px) (default: none)",
     )
     p.set_defaults(func=run)
 
@@ -78,8 +100,22 @@ def run(args: argparse.Namespace) -> int:
         device=device,
         memory_budget_gib=args.memory_budget_gib if args.memory_budget_gib is not None else tr.memory_budget_gib,
     )
-    tiled = f" ({len(report.auto_tiled)} in tiles to fit memory)" if report.auto_tiled else ""
-    print(f"translated {len(report.written)} image(s) into {args.out}{tiled}; skipped {len(report.skipped)}")
-    for path, reason in report.skipped:
-        print(f"  skipped {path}: {reason}")
+    for line in summary(report, args.out):
+        print(line)
     return 0 if report.written else 1
+
+
+def summary(report: Any, out: str) -> list[str]:
+    """The lines after a translation: counts, and how each input whose name was taken was named.
+
+    Skipped inputs are not repeated: each was reported on stderr as it was skipped.
+    """
+    skipped = f"; skipped {len(report.skipped)} input(s), listed above" if report.skipped else ""
+    if not report.written:
+        return [f"no image translated, nothing written{skipped}"]
+    tiled = f" ({len(report.auto_tiled)} in tiles to fit memory)" if report.auto_tiled else ""
+    lines = [f"translated {len(report.written)} image(s) into {out}{tiled}{skipped}"]
+    if report.renamed:
+        lines.append(f"{len(report.renamed)} input(s) share a name with an earlier one and were renamed:")
+        lines += [f"  {src} -> {output}, since {first} has that name" for src, output, first in report.renamed]
+    return lines

@@ -76,11 +76,22 @@ def write_demo_priors(directory: Path) -> PriorsConfig:
     return priors
 
 
+def make_output_dir(out: Path) -> Path:
+    """Create the demo's folder; one it creates gets a `.gitignore` of `*`, so a demo run inside a git
+    clone (the default `scenimefy-demo` lands in the current directory) leaves `git status` clean.
+    A folder that exists already is used as it is."""
+    if not out.exists():
+        out.mkdir(parents=True)
+        with atomic_path(out / ".gitignore") as tmp:
+            Path(tmp).write_text("# written by `scenimefy demo`: everything here is generated\n*\n")
+    return out
+
+
 def run_demo(*, out_dir: str, overrides: list[str] | tuple[str, ...] = (), workers: int = 2) -> dict[str, str]:
     from scenimefy.distributed.pipeline import G_S, G_T, PAIRS_DIR, records_dir_of, run_pipeline
     from scenimefy.inference.translate import load_translator, translate_paths
 
-    out = Path(out_dir).absolute()
+    out = make_output_dir(Path(out_dir).absolute())
     started = time.perf_counter()
 
     # Data and priors: procedural scenes in two styles, tiny random priors.

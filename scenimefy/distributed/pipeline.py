@@ -410,6 +410,7 @@ class StageResult:
     seconds: float
     record: str
     outputs: dict[str, str]
+    resumed_from_step: int | None = None  # a stage that ran on from its latest checkpoint
 
 
 @dataclass
@@ -480,7 +481,8 @@ def run_pipeline(cfg: Config, *, rerun: Sequence[str] = (), log: Callable[[str],
                 record = write_record(p, seconds=seconds, facts=_facts(outcome))
                 tracker.log_metrics({f"pipeline/{p.stage}_seconds": seconds}, step=0)
                 log(f"[pipeline] {p.stage}: finished in {seconds:.0f} s; record {record}")
-                results.append(StageResult(p.stage, "ran", status.why, seconds, str(record), p.outputs))
+                resumed = getattr(outcome, "resumed_from_step", None)
+                results.append(StageResult(p.stage, "ran", status.why, seconds, str(record), p.outputs, resumed))
             tracker.log_artifact(results[-1].record, RECORDS_DIR)
     except BaseException as e:
         tracker.finish("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")

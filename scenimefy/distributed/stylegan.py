@@ -235,7 +235,11 @@ def _fit(
         keep_checkpoints=keep_checkpoints,
         callbacks=callbacks,
     )
-    result = fit_or_fail(trainer, tracker, f"{stage} run {name!r}")
+    try:
+        result = fit_or_fail(trainer, tracker, f"{stage} run {name!r}")
+    except KeyboardInterrupt:  # Ctrl-C: the MLflow run ends KILLED, the latest checkpoint resumes it
+        tracker.finish("KILLED")
+        raise
     final = snapshot_path_of(cfg, stage)
     summary = result.return_value or {}
     with result.checkpoint.as_directory() as d:

@@ -2,7 +2,12 @@
 
 Loops receive a tracker object with the interface of `scenimefy.stages.tracker.NullTracker`:
 `MlflowTracker` on rank 0, `NullTracker` elsewhere. One MLflow run per run name: a resumed or
-retried run appends to the same MLflow run (its id is found by the `scenimefy.run_name` tag).
+retried run appends to the same MLflow run (its id is found by the `scenimefy.run_name` tag), and
+does not log a second value for the steps it redoes after its last checkpoint (`MlflowTracker`).
+
+A SQLite store this module creates holds only the experiments it names: MLflow's `Default`
+experiment (whose artifacts would go to ./mlruns of the directory the command ran from) becomes
+the run's experiment, with its artifacts beside the database (`open_client`).
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ def artifact_location_for(tracking_uri: str) -> str | None:
     """
     if not tracking_uri.startswith("sqlite:///"):
         return None
-    db = Path(tracking_uri[len("sqlite:///") :])
+    db = _sqlite_path(tracking_uri)
     return (db.parent / "mlartifacts").absolute().as_uri()
 
 
@@ -47,14 +52,42 @@ def _quiet_env() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
+def _sqlite_path(tracking_uri: str) -> Path | None:
+    return Path(tracking_uri[len("sqlite:///") :]) if tracking_uri.startswith("sqlite:///") else None
+
+
+def open_client(tracking_uri: str, experiment: str) -> Any:
+    """An MlflowClient; a SQLite store that does not exist yet is created here with `experiment` as its
+    only experiment.
+
+    MLflow creates a `Default` experiment (id 0) in every new store, its artifacts under ./mlruns of
+    the current directory. In a store we create, that experiment is renamed to `experiment` and its
+    artifacts go to `artifact_location_for(tracking_uri)`, so nothing points at the directory the
+    command ran from. Existing stores and tracking servers are left as they are.
+    """
+    _quiet_env()
+    from mlflow.tracking import MlflowClient
+
+    db = _sqlite_path(tracking_uri)
+    if db is not None and not db.exists() and experiment != "Default":
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        db.parent.mkdir(parents=True, exist_ok=True)
+        store = SqlAlchemyStore(tracking_uri, artifact_location_for(tracking_uri))
+        try:
+            default = store.get_experiment(SqlAlchemyStore.DEFAULT_EXPERIMENT_ID)
+            if default.name == "Default" and store.get_experiment_by_name(experiment) is None:
+                store.rename_experiment(default.experiment_id, experiment)
+        finally:
+            store.engine.dispose()
+    return MlflowClient(tracking_uri)
+
+
 def find_or_create_run(
     tracking_uri: str, experiment: str, run_name: str, params: dict[str, Any] | None = None, parent_run_id: str = ""
 ) -> str:
     """The id of the MLflow run for `run_name` (created on first use, params logged once)."""
-    _quiet_env()
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri)
+    client = open_client(tracking_uri, experiment)
     exp = client.get_experiment_by_name(experiment)
     exp_id = (
         exp.experiment_id
@@ -81,22 +114,42 @@ def log_params(client: Any, run_id: str, params: dict[str, Any]) -> None:
         client.log_batch(run_id, params=items[start : start + 100])
 
 
+def last_logged_steps(client: Any, run_id: str) -> dict[str, int]:
+    """Per metric key, the highest step the run has a value for (one query: MLflow keeps each key's
+    latest value, the one at the highest step, with the run)."""
+    return {m.key: int(m.step) for m in client.get_run(run_id).data.to_proto().metrics}
+
+
 class MlflowTracker(NullTracker):
-    """Logs into an existing MLflow run by id (rank 0 of a Train worker group, or a driver)."""
+    """Logs into an existing MLflow run by id (rank 0 of a Train worker group, or a driver).
+
+    A resumed run redoes the steps between its last checkpoint and the interruption; their metrics
+    are already in the run. So a metric at a step above 0 is logged only when the step is above the
+    last step the run had for that key when this tracker first logged (asked once). Step 0 holds a
+    run's one-off summaries (evaluation scores, stage durations), which a rerun replaces.
+    """
 
     def __init__(self, tracking_uri: str, run_id: str):
         _quiet_env()
         from mlflow.tracking import MlflowClient
 
         self.client, self.run_id = MlflowClient(tracking_uri), run_id
+        self._logged_through: dict[str, int] | None = None  # per key, the run's last step before this tracker
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         import time
 
         from mlflow.entities import Metric
 
+        if self._logged_through is None:
+            self._logged_through = last_logged_steps(self.client, self.run_id)
+        done = self._logged_through
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step) for k, v in metrics.items() if np.isfinite(v)]
+        items = [
+            Metric(k, float(v), now, step)
+            for k, v in metrics.items()
+            if np.isfinite(v) and (step <= 0 or step > done.get(k, -1))
+        ]
         if items:
             self.client.log_batch(self.run_id, metrics=items)
 

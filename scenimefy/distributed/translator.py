@@ -144,7 +144,11 @@ def train_translator_on_ray(cfg: Config, *, callbacks: list | None = None, paren
         keep_checkpoints=cfg.translator.keep_checkpoints,
         callbacks=callbacks,
     )
-    result = fit_or_fail(trainer, tracker, f"training run {cfg.run.name!r}")
+    try:
+        result = fit_or_fail(trainer, tracker, f"training run {cfg.run.name!r}")
+    except KeyboardInterrupt:  # Ctrl-C: the MLflow run ends KILLED, the latest checkpoint resumes it
+        tracker.finish("KILLED")
+        raise
     final = run_dir / TRANSLATOR_SNAPSHOT_FILE
     with result.checkpoint.as_directory() as d:
         step = int(load_state(d)["progress"]["step"])

@@ -31,7 +31,7 @@ from scenimefy.models.translator import (
     load_generator_state,
     strip_wrapper_prefixes,
 )
-from scenimefy.stages.checkpoint import TRANSLATOR_SNAPSHOT_FILE, save_torch_atomic, unwrap
+from scenimefy.stages.checkpoint import TRANSLATOR_SNAPSHOT_FILE, load_weights, save_torch_atomic, unwrap
 from scenimefy.stages.device import resolve_device
 
 SNAPSHOT_FORMAT = "scenimefy.translator.generator"
@@ -88,6 +88,12 @@ def save_translator_snapshot(path: str | os.PathLike, generator: torch.nn.Module
     return os.fspath(path)
 
 
+TRANSLATOR_EXPECTED = (
+    f"a translator's {TRANSLATOR_SNAPSHOT_FILE} (written by `scenimefy train` into <run.output_dir>/<run.name>/), "
+    f"a training checkpoint directory holding one, or the authors' Shinkai_net_G.pth (a state dict of model.N.* keys)"
+)
+
+
 def _one_line(text: object, limit: int = 200) -> str:
     line = " ".join(str(text).split())
     return line if len(line) <= limit else line[: limit - 3] + "..."
@@ -126,16 +132,15 @@ def load_translator(path: str | os.PathLike, device: str | torch.device = "cpu")
     if os.path.isdir(path):
         file = os.path.join(path, TRANSLATOR_SNAPSHOT_FILE)
         if not os.path.isfile(file):
-            raise ValueError(f"{path}: not a translator checkpoint directory ({TRANSLATOR_SNAPSHOT_FILE} is missing)")
+            raise ValueError(
+                f"{path}: not a translator checkpoint directory ({TRANSLATOR_SNAPSHOT_FILE} is missing); "
+                f"expected {TRANSLATOR_EXPECTED}"
+            )
     elif os.path.isfile(path):
         file = path
     else:
         raise ValueError(f"{path}: no such file or directory")
-    try:
-        obj = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as e:  # not a torch file, truncated, or pickled objects weights_only refuses
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{file}: not a readable PyTorch weights file ({_one_line(first)})") from None
+    obj = load_weights(file, TRANSLATOR_EXPECTED)
 
     if isinstance(obj, dict) and "format" in obj:
         arch, state = _snapshot_arch(obj, file)
@@ -148,10 +153,7 @@ def load_translator(path: str | os.PathLike, device: str | torch.device = "cpu")
             raise ValueError(f"{file}: {e}") from None
         state = obj
     else:
-        raise ValueError(
-            f"{file}: not a translator checkpoint (expected a CUT generator state dict with "
-            f"model.N.* keys or a scenimefy snapshot, format {SNAPSHOT_FORMAT!r})"
-        )
+        raise ValueError(f"{file} is not a translator checkpoint; expected {TRANSLATOR_EXPECTED}")
     generator = ResnetGenerator(**arch)
     try:
         load_generator_state(generator, state)
@@ -311,7 +313,7 @@ def translate_tiled(
                 wt = (wy[:, None] * wx[None, :]).to(device)[None]  # (1, th, tw)
                 acc[:, y0 : y0 + th, x0 : x0 + tw] += out * wt
                 weight[:, y0 : y0 + th, x0 : x0 + tw] += wt
-    return acc / weight
+    return acc.div_(weight)
 
 
 def _check_tiling(tile: int, tile_overlap: int) -> None:
@@ -327,12 +329,14 @@ def _check_tiling(tile: int, tile_overlap: int) -> None:
 
 @dataclass
 class TranslateReport:
-    """What `translate_paths` did: outputs written (input order), inputs skipped, and the
-    inputs translated in tiles because they were too large for the memory budget."""
+    """What `translate_paths` did: outputs written (input order), inputs skipped, the inputs
+    translated in tiles because they were too large for the memory budget, and the inputs whose
+    output name was taken by an earlier input (`renamed`: source, its output, the earlier source)."""
 
     written: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     auto_tiled: list[str] = field(default_factory=list)
+    renamed: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------------------
@@ -341,7 +345,13 @@ class TranslateReport:
 # Peak memory of one fp32 G pass per padded pixel and per ngf channel: 1.79-1.84 KB per pixel
 # at ngf 64 on the CPU (512-1536 px, peak RSS), i.e. 28 bytes per channel; rounded up.
 BYTES_PER_PIXEL_PER_NGF = 32
-# Share of the device's free memory a pass may use when no budget is given.
+# On top of the activations, a pass holds its padded input, its output and the clamped output.
+PASS_BYTES_PER_PIXEL = 48
+# What translating one image holds besides G's passes, per pixel of the image: the decoded photo,
+# its float copy, the tile blend's accumulators and the 8-bit result. An allowance, not an exact
+# count: with it the measured peaks stay under the budget (BENCHMARKS.md "Translate: the memory budget").
+IMAGE_BYTES_PER_PIXEL = 80
+# Share of the device's free memory translating may use when no budget is given.
 FREE_MEMORY_SHARE = 0.7
 
 
@@ -363,25 +373,33 @@ def free_memory(device: torch.device) -> int | None:
 
 @dataclass(frozen=True)
 class MemoryPlan:
-    """Sizes G passes to a memory budget: smaller batches for large images, tiles for images
-    that do not fit alone (a 12-megapixel photo needs about 24 GB at ngf 64 in one pass)."""
+    """Sizes the work on one image (or one batch) to a memory budget: the image's own buffers
+    (`image_bytes_per_pixel`) plus G's passes (`bytes_per_pixel` of the padded size). Batches of
+    large images shrink; an image that does not fit in one pass is translated in the largest tiles
+    that fit beside its buffers (a 12-megapixel photo needs about 25 GB in one pass at ngf 64).
+    What the process holds anyway (PyTorch, the weights) is not counted."""
 
-    budget: int  # bytes one G pass may use; 0: no limit
-    bytes_per_pixel: int
+    budget: int  # bytes; 0: no limit
+    bytes_per_pixel: int  # one G pass, per padded pixel
+    image_bytes_per_pixel: int = IMAGE_BYTES_PER_PIXEL
 
     @classmethod
     def for_generator(cls, generator: torch.nn.Module, device: torch.device, budget_gib: float = 0.0) -> "MemoryPlan":
         """`budget_gib` > 0 is taken as is; 0 means FREE_MEMORY_SHARE of what is free now."""
         if budget_gib < 0:
             raise ValueError(f"memory budget {budget_gib} GiB: expected >= 0 (0: from the free memory)")
-        bpp = BYTES_PER_PIXEL_PER_NGF * int(getattr(unwrap(generator), "ngf", 64))
+        bpp = BYTES_PER_PIXEL_PER_NGF * int(getattr(unwrap(generator), "ngf", 64)) + PASS_BYTES_PER_PIXEL
         if budget_gib > 0:
             return cls(int(budget_gib * 2**30), bpp)
         free = free_memory(device)
         return cls(int(free * FREE_MEMORY_SHARE) if free else 0, bpp)
 
     def bytes_for(self, height: int, width: int, batch: int = 1) -> int:
-        return batch * height * width * self.bytes_per_pixel
+        """Images of this size translated `batch` at a time in one pass: their buffers and the pass."""
+        return batch * height * width * (self.bytes_per_pixel + self.image_bytes_per_pixel)
+
+    def image_bytes(self, height: int, width: int) -> int:
+        return height * width * self.image_bytes_per_pixel
 
     def batch_for(self, height: int, width: int, batch_size: int) -> int:
         """Images of this padded size per G call: at most `batch_size`, at least 1."""
@@ -389,13 +407,27 @@ class MemoryPlan:
             return batch_size
         return max(1, min(batch_size, self.budget // self.bytes_for(height, width)))
 
+    def tiles_for(self, tile: int, height: int, width: int, batch_size: int) -> int:
+        """Tiles of `tile` px per G call for an image of height x width: what fits beside the image's
+        buffers, at most `batch_size`, at least 1."""
+        if not self.budget:
+            return batch_size
+        left = self.budget - self.image_bytes(height, width)
+        return max(1, min(batch_size, left // (tile * tile * self.bytes_per_pixel)))
+
     def tile_for(self, height: int, width: int, overlap: int = 0) -> int:
-        """0 if one image of this padded size fits the budget, else the largest tile side
-        whose pass fits: a multiple of 64, at least 128 and more than twice `overlap`."""
+        """0 if one image of this padded size fits the budget in one pass, else the largest tile side
+        whose pass fits beside the image's buffers: a multiple of 64, at least 128 and more than twice
+        `overlap` (at 128 px an image too large for the budget even in tiles; see `tiles_fit`)."""
         if not self.budget or self.bytes_for(height, width) <= self.budget:
             return 0
-        side = int((self.budget / self.bytes_per_pixel) ** 0.5) // 64 * 64
+        left = max(0, self.budget - self.image_bytes(height, width))
+        side = int((left / self.bytes_per_pixel) ** 0.5) // 64 * 64
         return max(128, side, (2 * overlap // 64 + 1) * 64)
+
+    def tiles_fit(self, height: int, width: int, tile: int) -> bool:
+        """Whether the image's buffers and one pass of a `tile`-px tile fit the budget."""
+        return not self.budget or self.image_bytes(height, width) + tile * tile * self.bytes_per_pixel <= self.budget
 
 
 @dataclass
@@ -405,12 +437,20 @@ class _Job:
     output: str
 
 
-def _plan(inputs: Sequence[str | os.PathLike], out_dir: str) -> tuple[list[_Job], list[tuple[str, str]]]:
+@dataclass
+class _Plan:
+    jobs: list[_Job]
+    skipped: list[tuple[str, str]]  # (input, reason)
+    renamed: list[tuple[str, str, str]]  # (source, output, the earlier source that has the plain name)
+
+
+def _plan(inputs: Sequence[str | os.PathLike], out_dir: str) -> _Plan:
     """Map inputs to output paths; collect what cannot be translated.
 
     Files keep their stem (`<stem>.png` in out_dir); folders keep their sub-folder structure.
-    Clashing output names get `_1`, `_2`, ... in input order. Raises ValueError if an output
-    would overwrite an input.
+    Clashing output names (`a.jpg` and `a.png`) get `_1`, `_2`, ... in input order, listed in
+    `renamed`. A folder without images is skipped with that reason. Raises ValueError if an
+    output would overwrite an input.
     """
     candidates: list[tuple[str, str]] = []  # (source, wanted output)
     skipped: list[tuple[str, str]] = []
@@ -418,6 +458,8 @@ def _plan(inputs: Sequence[str | os.PathLike], out_dir: str) -> tuple[list[_Job]
         item = os.fspath(item)
         if os.path.isdir(item):
             images = list_image_files(item)
+            if not images:
+                skipped.append((item, f"no images in this folder or below (looked for {' '.join(IMAGE_EXTENSIONS)})"))
             image_set = set(images)
             for src in images:
                 rel_dir = os.path.relpath(os.path.dirname(src), item)
@@ -438,24 +480,29 @@ def _plan(inputs: Sequence[str | os.PathLike], out_dir: str) -> tuple[list[_Job]
 
     sources = {os.path.realpath(p) for p, _ in candidates} | {os.path.realpath(p) for p, _ in skipped}
     jobs: list[_Job] = []
+    renamed: list[tuple[str, str, str]] = []
     seen_sources: set[str] = set()
-    taken: set[str] = set()
+    taken: dict[str, str] = {}  # normalised output path -> the source writing it
     for src, out in candidates:
         real = os.path.realpath(src)
         if real in seen_sources:  # the same file named twice (e.g. a file and its folder)
             continue
         seen_sources.add(real)
         base, n = out[: -len(".png")], 0
+        first = taken.get(os.path.normcase(os.path.abspath(out)))
         while os.path.normcase(os.path.abspath(out)) in taken:
             n += 1
             out = f"{base}_{n}.png"
-        taken.add(os.path.normcase(os.path.abspath(out)))
+        taken[os.path.normcase(os.path.abspath(out))] = src
         if os.path.realpath(out) in sources:
             raise ValueError(
-                f"output {out} would overwrite the input {src}; choose an output folder outside the inputs"
+                f"translating {src} would write {out}, which is one of the inputs; "
+                "choose an output folder outside the inputs (--out)"
             )
+        if first is not None:
+            renamed.append((src, out, first))
         jobs.append(_Job(len(jobs), src, out))
-    return jobs, skipped
+    return _Plan(jobs, skipped, renamed)
 
 
 def _downscale(img: Image.Image, max_side: int) -> Image.Image:
@@ -465,6 +512,16 @@ def _downscale(img: Image.Image, max_side: int) -> Image.Image:
         return img
     s = max_side / max(w, h)
     return img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.BICUBIC)
+
+
+def _to_uint8_bands(y: Tensor, rows: int = 256) -> np.ndarray:
+    """`to_uint8` of a (3, H, W) result, `rows` rows at a time: its float temporaries stay the size of
+    a band instead of several copies of a large image. The same bytes as converting it whole."""
+    y = y.float().cpu()
+    out = np.empty((y.shape[-2], y.shape[-1], 3), dtype=np.uint8)
+    for top in range(0, y.shape[-2], rows):
+        out[top : top + rows] = to_uint8(y[:, top : top + rows])
+    return out
 
 
 def translate_paths(
@@ -503,15 +560,17 @@ def translate_paths(
     generator = generator.to(device).eval()  # modules move in place
     plan = MemoryPlan.for_generator(generator, device, memory_budget_gib)
     auto_tiled: list[str] = []
+    over_budget: list[str] = []  # images over the budget even in the smallest tiles (said once)
 
-    jobs, skipped = _plan(inputs, out_dir)
+    planned = _plan(inputs, out_dir)
+    jobs, skipped = planned.jobs, planned.skipped
     for path, reason in skipped:
         tqdm.write(f"skipped {path}: {reason}", file=sys.stderr)
     written: dict[int, str] = {}
     bar = tqdm(total=len(jobs), disable=not progress, unit="img", desc="translate")
 
     def write(job: _Job, y: Tensor) -> None:
-        save_image_atomic(job.output, to_uint8(y.float().cpu()))
+        save_image_atomic(job.output, _to_uint8_bands(y))
         written[job.index] = job.output
         bar.update(1)
 
@@ -537,14 +596,15 @@ def translate_paths(
                 bar.update(1)
                 continue
             x = from_uint8(np.array(img))[0]  # (3, H, W) in [-1, 1]
+            del img  # the decoded photo is not needed any more
             h, w = x.shape[-2:]
 
             # large images in tiles, one at a time
             if tile > 0 and (h > tile or w > tile):
-                tiles_per_pass = plan.batch_for(tile, tile, batch_size)
-                write(
-                    job, translate_tiled(generator, x, tile=tile, tile_overlap=tile_overlap, batch_size=tiles_per_pass)
-                )
+                tiles_per_pass = plan.tiles_for(tile, h, w, batch_size)
+                y = translate_tiled(generator, x, tile=tile, tile_overlap=tile_overlap, batch_size=tiles_per_pass)
+                del x  # only the result is needed now
+                write(job, y)
                 continue
             key = padded_size(h, w)
             fitted_tile = plan.tile_for(*key, overlap=tile_overlap) if tile == 0 else 0
@@ -556,8 +616,19 @@ def translate_paths(
                         f"{fitted_tile}-px tiles. Choose with --tile, --max-side or --memory-budget-gib",
                         file=sys.stderr,
                     )
+                if not plan.tiles_fit(h, w, fitted_tile) and not over_budget:
+                    tqdm.write(
+                        f"{job.source}: {w}x{h} needs about {plan.image_bytes(h, w) / 2**30:.1f} GiB besides the "
+                        f"generator's passes, more than the {plan.budget / 2**30:.1f} GiB budget leaves even for "
+                        f"{fitted_tile}-px tiles; translating it anyway (this and any other such image). Lower "
+                        "--max-side to stay within the budget",
+                        file=sys.stderr,
+                    )
+                    over_budget.append(job.source)
                 auto_tiled.append(job.source)
-                write(job, translate_tiled(generator, x, tile=fitted_tile, tile_overlap=tile_overlap, batch_size=1))
+                y = translate_tiled(generator, x, tile=fitted_tile, tile_overlap=tile_overlap, batch_size=1)
+                del x
+                write(job, y)
                 continue
 
             # the rest batched by padded size, as many per pass as the memory budget allows
@@ -570,4 +641,6 @@ def translate_paths(
             flush(next(iter(pending)))
     finally:
         bar.close()
-    return TranslateReport(written=[written[i] for i in sorted(written)], skipped=skipped, auto_tiled=auto_tiled)
+    return TranslateReport(
+        written=[written[i] for i in sorted(written)], skipped=skipped, auto_tiled=auto_tiled, renamed=planned.renamed
+    )

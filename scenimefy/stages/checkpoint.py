@@ -41,6 +41,36 @@ def save_torch_atomic(obj: Any, path: str | os.PathLike) -> None:
         torch.save(obj, tmp)
 
 
+def why_unreadable(path: str | os.PathLike, error: BaseException) -> str:
+    """Why `torch.load(weights_only=True)` could not read `path`, in words (not PyTorch's advice to
+    load with weights_only=False, which would run whatever code the file pickles)."""
+    try:
+        if os.path.getsize(path) == 0:
+            return "the file is empty"
+    except OSError:
+        return "the file cannot be read"
+    if "unsupported global" in str(error).lower():
+        return "it pickles Python objects, which are never loaded (checkpoints hold only tensors and plain data)"
+    return "it is not a PyTorch weights file, or a truncated one"
+
+
+def load_weights(path: str | os.PathLike, expected: str) -> Any:
+    """`torch.load(path, weights_only=True)` on the CPU; a file it cannot read raises a one-line ValueError
+    naming the file, why, and `expected` (what a checkpoint of this kind looks like)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # not a torch file, truncated, or pickled objects weights_only refuses
+        raise ValueError(
+            f"{os.fspath(path)} is not a checkpoint: {why_unreadable(path, e)}. Expected {expected}"
+        ) from None
+
+
+STATE_EXPECTED = (
+    f"a training checkpoint directory holding {STATE_FILE}, the stage's snapshot and {CONFIG_FILE} "
+    "(checkpoint_* under <run.output_dir>/ray/<run.name>)"
+)
+
+
 def save_state(directory: str | os.PathLike, state: dict) -> Path:
     state = {"format": "scenimefy.training_state", "version": 1, "package_version": __version__, **state}
     path = Path(directory) / STATE_FILE
@@ -51,10 +81,12 @@ def save_state(directory: str | os.PathLike, state: dict) -> Path:
 def load_state(directory: str | os.PathLike) -> dict:
     path = Path(directory) / STATE_FILE
     if not path.is_file():
-        raise ValueError(f"{directory} is not a scenimefy checkpoint: {STATE_FILE} is missing")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+        raise ValueError(
+            f"{directory} is not a scenimefy checkpoint: {STATE_FILE} is missing; expected {STATE_EXPECTED}"
+        )
+    state = load_weights(path, STATE_EXPECTED)
     if not isinstance(state, dict) or state.get("format") != "scenimefy.training_state":
-        raise ValueError(f"{path} is not a scenimefy training state")
+        raise ValueError(f"{path} is not a scenimefy training state; expected {STATE_EXPECTED}")
     return state
 
 
