@@ -387,7 +387,10 @@ class TranslateConfig:
     )
     memory_budget_gib: float = param(
         0.0,
-        doc="memory one G pass may use (0: 70 % of the device's free memory); larger images are tiled (results)",
+        doc=(
+            "memory for translating one image or batch: its buffers and the generator's passes, not the process's"
+            " baseline (0: 70 % of the device's free memory); larger images are tiled (results)"
+        ),
         affects=RESULTS,
         unit="GiB",
         valid=above(0, zero="70 % of the device's free memory"),

@@ -31,7 +31,8 @@ from scenimefy.models.translator import (
     load_generator_state,
     strip_wrapper_prefixes,
 )
-from scenimefy.stages.checkpoint import TRANSLATOR_SNAPSHOT_FILE, load_weights, save_torch_atomic, unwrap
+from scenimefy.models.utils import load_weights
+from scenimefy.stages.checkpoint import TRANSLATOR_SNAPSHOT_FILE, save_torch_atomic, unwrap
 from scenimefy.stages.device import resolve_device
 
 SNAPSHOT_FORMAT = "scenimefy.translator.generator"

@@ -27,6 +27,7 @@ from scenimefy.models.stylegan2 import (
     Generator,
     channel_table,
 )
+from scenimefy.models.utils import why_unreadable
 
 CHECKPOINT_KEYS = ("g", "d", "g_ema", "g_optim", "d_optim", "args", "ada_aug_p")
 
@@ -54,9 +55,9 @@ def load_rosinality_checkpoint(path: str | os.PathLike) -> dict:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unpickling failure means "not a checkpoint we read"
         raise ValueError(
-            f"cannot read StyleGAN2 checkpoint {str(path)!r}: {type(error).__name__}: {error}. "
+            f"cannot read StyleGAN2 checkpoint {str(path)!r}: {why_unreadable(path, error)}. "
             "Expected a torch.save'd rosinality dict {g, d, g_ema, g_optim, d_optim, args}."
-        ) from error
+        ) from None
     if not isinstance(ckpt, dict) or not ("g_ema" in ckpt or "g" in ckpt):
         found = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(

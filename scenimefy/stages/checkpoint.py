@@ -16,6 +16,7 @@ import torch
 
 from scenimefy import __version__
 from scenimefy.data.images import atomic_path
+from scenimefy.models.utils import load_weights
 
 STATE_FILE = "state.pt"
 TRANSLATOR_SNAPSHOT_FILE = "generator.pt"  # translator inference snapshot (what translate loads)
@@ -39,30 +40,6 @@ def save_torch_atomic(obj: Any, path: str | os.PathLike) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-
-
-def why_unreadable(path: str | os.PathLike, error: BaseException) -> str:
-    """Why `torch.load(weights_only=True)` could not read `path`, in words (not PyTorch's advice to
-    load with weights_only=False, which would run whatever code the file pickles)."""
-    try:
-        if os.path.getsize(path) == 0:
-            return "the file is empty"
-    except OSError:
-        return "the file cannot be read"
-    if "unsupported global" in str(error).lower():
-        return "it pickles Python objects, which are never loaded (checkpoints hold only tensors and plain data)"
-    return "it is not a PyTorch weights file, or a truncated one"
-
-
-def load_weights(path: str | os.PathLike, expected: str) -> Any:
-    """`torch.load(path, weights_only=True)` on the CPU; a file it cannot read raises a one-line ValueError
-    naming the file, why, and `expected` (what a checkpoint of this kind looks like)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # not a torch file, truncated, or pickled objects weights_only refuses
-        raise ValueError(
-            f"{os.fspath(path)} is not a checkpoint: {why_unreadable(path, e)}. Expected {expected}"
-        ) from None
 
 
 STATE_EXPECTED = (
