@@ -151,6 +151,20 @@ def test_unreadable_file_is_a_value_error_naming_it(tmp_path):
         load_rosinality_checkpoint(tmp_path / "missing.pt")
 
 
+class _Pickled:
+    pass
+
+
+def test_a_file_of_pickled_objects_is_refused_without_pytorchs_unsafe_advice(tmp_path):
+    torch.save({"g_ema": _Pickled()}, tmp_path / "objects.pt")
+    with pytest.raises(ValueError, match=r"objects.pt.*pickles Python objects, which are never loaded") as caught:
+        load_rosinality_checkpoint(tmp_path / "objects.pt")
+    assert "weights_only=False" not in str(caught.value) and "\n" not in str(caught.value)
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match="empty.pt.*the file is empty"):
+        load_rosinality_checkpoint(tmp_path / "empty.pt")
+
+
 def test_saved_file_loads_with_plain_weights_only(tmp_path):
     g, d, g_ema = tiny_models()
     save_rosinality_checkpoint(tmp_path / "c.pt", g, d, g_ema, None, None, argparse.Namespace(batch=8))
