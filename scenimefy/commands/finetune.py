@@ -12,6 +12,7 @@ import argparse
 from typing import Any
 
 from scenimefy.commands.options import add_workload_options
+from scenimefy.commands.pretrain import run_stylegan_stage
 
 HELP = "stage 1: fine-tune G_s into the anime generator G_t on Ray Train"
 
@@ -22,15 +23,4 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(cfg: Any, args: argparse.Namespace) -> Any:
     """Dry run: check the data and the source, the plan's lines (batch, paths). Run: train, return the outcome."""
-    from scenimefy.distributed import stylegan
-
-    if args.dry_run:
-        info = stylegan.preflight(cfg, stylegan.FINETUNE)  # resolves the data, the batch and the source
-        return [f"{key}: {value}" for key, value in info.items() if key != "world size"]  # the entry prints that
-    outcome = stylegan.finetune_on_ray(cfg)
-    if outcome.resumed_from_step is not None:
-        print(f"resumed from step {outcome.resumed_from_step}")
-    print(f"snapshot: {outcome.snapshot}")
-    print(f"checkpoint: {outcome.checkpoint}")
-    print(f"mlflow: {outcome.tracking_uri} (run {outcome.mlflow_run_id})")
-    return outcome
+    return run_stylegan_stage("finetune", cfg, args)

@@ -22,12 +22,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(cfg: Any, args: argparse.Namespace) -> Any:
     """Dry run: check the data, the plan's lines (batch, paths). Run: train, return the outcome."""
+    return run_stylegan_stage("pretrain", cfg, args)
+
+
+def run_stylegan_stage(stage: str, cfg: Any, args: argparse.Namespace) -> Any:
+    """Stage 0 or 1 (`stage`: "pretrain" or "finetune"). Dry run: the preflight's lines (data, batch, source).
+    Run: train on Ray, print where the snapshot, checkpoint and MLflow run are, return the outcome."""
     from scenimefy.distributed import stylegan
 
     if args.dry_run:
-        info = stylegan.preflight(cfg, stylegan.PRETRAIN)  # resolves the data and the batch
+        info = stylegan.preflight(cfg, stage)  # resolves the data, the batch and (stage 1) the source
         return [f"{key}: {value}" for key, value in info.items() if key != "world size"]  # the entry prints that
-    outcome = stylegan.pretrain_on_ray(cfg)
+    train = {stylegan.PRETRAIN: stylegan.pretrain_on_ray, stylegan.FINETUNE: stylegan.finetune_on_ray}[stage]
+    outcome = train(cfg)
     if outcome.resumed_from_step is not None:
         print(f"resumed from step {outcome.resumed_from_step}")
     print(f"snapshot: {outcome.snapshot}")
