@@ -234,3 +234,13 @@ def test_a_symlinked_folder_is_still_followed(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "linked").symlink_to(real)
     assert list_image_files(tmp_path / "data") == [str(tmp_path / "data" / "linked" / "x.png")]
+
+
+def test_translate_planning_walks_a_symlink_cycle_once(tmp_path):
+    """The translate command lists and reports the files of an input folder once each, through cycles."""
+    from scenimefy.inference.translate import _plan
+
+    expected = _cyclic_tree(tmp_path / "photos")
+    plan = _plan([str(tmp_path / "photos")], str(tmp_path / "out"))
+    assert sorted(job.source for job in plan.jobs) == expected
+    assert [path for path, _why in plan.skipped] == [str(tmp_path / "photos" / "a" / "notes.txt")]

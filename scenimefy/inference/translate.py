@@ -23,7 +23,7 @@ from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
-from scenimefy.data.decode import IMAGE_EXTENSIONS, ImageDecodeError, list_image_files, load_image
+from scenimefy.data.decode import IMAGE_EXTENSIONS, ImageDecodeError, list_image_files, load_image, walk_folders
 from scenimefy.data.images import from_uint8, save_image_atomic, to_uint8
 from scenimefy.models.translator import (
     ResnetGenerator,
@@ -467,11 +467,10 @@ def _plan(inputs: Sequence[str | os.PathLike], out_dir: str) -> _Plan:
                 stem = os.path.splitext(os.path.basename(src))[0]
                 candidates.append((src, os.path.normpath(os.path.join(out_dir, rel_dir, stem + ".png"))))
             # other files in the folder are reported, so the count matches what the user sees
-            for dirpath, dirnames, filenames in os.walk(item, followlinks=True):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for dirpath, filenames in walk_folders(item):  # a symlink cycle is entered once
                 for name in sorted(filenames):
                     path = os.path.join(dirpath, name)
-                    if not name.startswith(".") and path not in image_set:
+                    if path not in image_set:
                         skipped.append((path, f"unsupported file type (expected one of {' '.join(IMAGE_EXTENSIONS)})"))
         elif os.path.isfile(item):
             stem = os.path.splitext(os.path.basename(item))[0]
