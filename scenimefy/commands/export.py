@@ -23,7 +23,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         required=True,
         help="our generator.pt / checkpoint dir, Shinkai_net_G.pth, or an exported .safetensors",
     )
-    p.add_argument("--format", required=True, choices=["onnx", "safetensors", "torchscript"], dest="fmt")
+    p.add_argument(
+        "--format",
+        required=True,
+        choices=["onnx", "safetensors", "torchscript"],
+        dest="fmt",
+        help="onnx (dynamic height/width), safetensors (weights + architecture) or torchscript",
+    )
     p.add_argument("--out", required=True, help="the file to write (.onnx, .safetensors; TorchScript: any name)")
     p.add_argument(
         "--precision", choices=["fp32", "fp16"], default="fp32", help="weight precision (default: %(default)s)"

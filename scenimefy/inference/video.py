@@ -385,3 +385,65 @@ def translate_videos(
             report.skipped.append((src, reason))
             tqdm.write(f"skipped {src}: {reason}", file=sys.stderr)
     return report
+
+
+# ----------------------------------------------------------------------------------------
+# A synthetic clip with known motion, for measuring flicker
+
+
+def pan_zoom_boxes(width: int, height: int, photo_size: tuple[int, int], frames: int, zoom: float = 1.25):
+    """Crop boxes (x0, y0, box_width, box_height) in photo pixels of a camera panning left to right
+    across a (W, H) photo while zooming in by `zoom` (linear in time), framing width x height."""
+    w, h = photo_size
+    aspect = width / height
+    box_h0 = min(h, w / aspect / 1.2)  # leave room to pan
+    boxes = []
+    for i in range(frames):
+        t = i / max(1, frames - 1)
+        bh = box_h0 / (1 + (zoom - 1) * t)
+        bw = bh * aspect
+        boxes.append((t * (w - bw), (h - bh) / 2, bw, bh))
+    return boxes
+
+
+def pan_zoom_clip(
+    image: np.ndarray, frames: int, width: int, height: int, zoom: float = 1.25
+) -> tuple[list[np.ndarray], list[tuple[float, float, float, float]]]:
+    """`frames` (height, width, 3) uint8 views of an (H, W, 3) photo along `pan_zoom_boxes`
+    (bilinear), and the boxes: footage with exactly known motion, content entering and leaving."""
+    from PIL import Image
+
+    photo = Image.fromarray(np.ascontiguousarray(image))
+    boxes = pan_zoom_boxes(width, height, photo.size, frames, zoom)
+    clip = [
+        np.asarray(photo.resize((width, height), Image.BILINEAR, box=(x0, y0, x0 + bw, y0 + bh)))
+        for x0, y0, bw, bh in boxes
+    ]
+    return clip, boxes
+
+
+def warping_error(frames: Sequence[np.ndarray], boxes: Sequence[tuple[float, float, float, float]]) -> float:
+    """Mean absolute difference between each frame and the previous frame warped onto it with the
+    known camera motion (`pan_zoom_boxes`), over the pixels both frames see; uint8 levels.
+
+    Zero for a clip that changes only by the motion; what the translation adds on top of the
+    source clip's own value (resampling) is its flicker."""
+    if len(frames) != len(boxes) or len(frames) < 2:
+        raise ValueError(f"warping_error needs >= 2 frames and one box each, got {len(frames)} and {len(boxes)}")
+    errors = []
+    for prev, cur, (px, py, pw, ph), (cx, cy, cw, chh) in zip(frames[:-1], frames[1:], boxes[:-1], boxes[1:]):
+        h, w = cur.shape[:2]
+        # pixel centres of the current frame -> photo -> previous frame's pixel coordinates
+        u = (np.arange(w) + 0.5) * cw / w + cx
+        v = (np.arange(h) + 0.5) * chh / h + cy
+        pu = (u - px) * w / pw - 0.5
+        pv = (v - py) * h / ph - 0.5
+        grid_x = torch.from_numpy(pu / (w - 1) * 2 - 1).float()
+        grid_y = torch.from_numpy(pv / (h - 1) * 2 - 1).float()
+        grid = torch.stack(torch.meshgrid(grid_y, grid_x, indexing="ij")[::-1], dim=-1)[None]  # (1, h, w, 2)
+        src = torch.from_numpy(np.asarray(prev, dtype=np.float32)).permute(2, 0, 1)[None]
+        warped = torch.nn.functional.grid_sample(src, grid, mode="bilinear", align_corners=True)[0].permute(1, 2, 0)
+        valid = (grid.abs() <= 1).all(dim=-1)[0]
+        diff = (warped - torch.from_numpy(np.asarray(cur, dtype=np.float32))).abs().mean(dim=-1)
+        errors.append(float(diff[valid].mean()))
+    return float(np.mean(errors))
