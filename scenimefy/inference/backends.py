@@ -30,7 +30,10 @@ class OnnxRuntimeGenerator(torch.nn.Module):
 
     def __init__(self, path: str | os.PathLike, device: str | torch.device = "cpu", threads: int = 0):
         super().__init__()
-        import onnxruntime as ort
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ValueError("--backend onnxruntime needs onnxruntime: pip install 'scenimefy[export]'") from None
 
         path = os.fspath(path)
         if not os.path.isfile(path):

@@ -104,7 +104,11 @@ def export_generator(
 
 
 def _write_onnx(model: ResnetGenerator, out: str, precision: str) -> None:
-    import onnx
+    try:
+        import onnx
+        import onnxscript  # noqa: F401  (torch's ONNX exporter builds the graph with it)
+    except ImportError as e:
+        raise ValueError(f"--format onnx needs {e.name}: pip install 'scenimefy[export]'") from None
 
     dtype = next(model.parameters()).dtype
     x = _check_image(dtype)
