@@ -50,6 +50,9 @@ class OnnxRuntimeGenerator(torch.nn.Module):
         else:
             providers = ["CPUExecutionProvider"]
         options = ort.SessionOptions()
+        # onnxruntime's CPU arena keeps the buffers of every image size it has seen: 3.2x
+        # PyTorch's peak at 1024 px (BENCHMARKS.md); without it a pass is slightly slower
+        options.enable_cpu_mem_arena = False
         if threads > 0:
             options.intra_op_num_threads = threads
         try:
