@@ -396,6 +396,19 @@ class TranslateConfig:
         valid=above(0, zero="70 % of the device's free memory"),
     )
     device: str = param("auto", doc="auto | cpu | cuda", affects=EXECUTION, choices=DEVICES)
+    backend: str = param(
+        "torch",
+        doc="torch: the PyTorch generator; onnxruntime: an .onnx file from `scenimefy export` (CPU, or CUDA)",
+        affects=EXECUTION,
+        choices=("torch", "onnxruntime"),
+    )
+    video_smoothing: float = param(
+        0.8,
+        doc="videos: weight of past frames in each frame's instance-norm statistics (moving average; "
+        "0: per-frame statistics, which flicker)",
+        affects=RESULTS,
+        valid=between(0, 1, high_open=True),
+    )
 
 
 @dataclass

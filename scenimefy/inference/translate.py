@@ -14,7 +14,7 @@ import sys
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -126,7 +126,8 @@ def load_translator(path: str | os.PathLike, device: str | torch.device = "cpu")
 
     (a) the authors' `Shinkai_net_G.pth` (a CUT state dict, `model.N.*` keys; architecture
     inferred from the shapes), (b) our snapshot file (`save_translator_snapshot`), (c) one of
-    our checkpoint directories holding `generator.pt`. Any problem raises a one-line
+    our checkpoint directories holding `generator.pt`, (d) a `.safetensors` file written by
+    `scenimefy export` (architecture in its metadata). Any problem raises a one-line
     ValueError naming the file.
     """
     path = os.fspath(path)
@@ -141,6 +142,10 @@ def load_translator(path: str | os.PathLike, device: str | torch.device = "cpu")
         file = path
     else:
         raise ValueError(f"{path}: no such file or directory")
+    if file.lower().endswith(".safetensors"):  # `scenimefy export --format safetensors`: no pickle
+        from scenimefy.inference.export import load_safetensors_generator
+
+        return load_safetensors_generator(file).to(device).eval()
     obj = load_weights(file, TRANSLATOR_EXPECTED)
 
     if isinstance(obj, dict) and "format" in obj:
@@ -232,20 +237,29 @@ def _ramp(n: int, overlap: int, left: bool, right: bool) -> Tensor:
 
 @contextlib.contextmanager
 def _instance_norm_statistics(
-    generator: torch.nn.Module, stats: dict[torch.nn.Module, tuple[Tensor, Tensor]], *, record: bool
+    generator: torch.nn.Module,
+    stats: dict[torch.nn.Module, tuple[Tensor, Tensor]],
+    *,
+    record: bool,
+    mix: Callable[[torch.nn.Module, Tensor, Tensor], tuple[Tensor, Tensor]] | None = None,
 ):
     """Record (record=True) or impose (record=False) the per-channel mean and variance each
-    InstanceNorm2d of `generator` normalises with; (1, C, 1, 1) tensors keyed by module."""
+    InstanceNorm2d of `generator` normalises with; (1, C, 1, 1) tensors keyed by module.
+
+    With `mix` (and record=False), each layer normalises with `mix(module, mean, var)` of its
+    input's own (B, C, 1, 1) statistics instead of `stats` (video frames: statistics smoothed
+    over time, scenimefy.inference.video)."""
 
     def hook(module: torch.nn.InstanceNorm2d, args: tuple[Tensor, ...], out: Tensor) -> Tensor | None:
         x = args[0]
-        if record:
-            stats[module] = (
-                x.mean(dim=(2, 3), keepdim=True),
-                x.var(dim=(2, 3), unbiased=False, keepdim=True),
-            )
-            return None
-        mean, var = stats[module]
+        if record or mix is not None:
+            own = (x.mean(dim=(2, 3), keepdim=True), x.var(dim=(2, 3), unbiased=False, keepdim=True))
+            if record:
+                stats[module] = own
+                return None
+            mean, var = mix(module, *own)
+        else:
+            mean, var = stats[module]
         y = (x - mean) * torch.rsqrt(var + module.eps)
         if module.affine:
             y = y * module.weight[None, :, None, None] + module.bias[None, :, None, None]
@@ -445,8 +459,11 @@ class _Plan:
     renamed: list[tuple[str, str, str]]  # (source, output, the earlier source that has the plain name)
 
 
-def _plan(inputs: Sequence[str | os.PathLike], out_dir: str) -> _Plan:
+def _plan(inputs: Sequence[str | os.PathLike], out_dir: str, exclude_extensions: tuple[str, ...] = ()) -> _Plan:
     """Map inputs to output paths; collect what cannot be translated.
+
+    Files in folders ending in one of `exclude_extensions` (lower case, e.g. videos, which
+    another translator takes) are left out silently instead of being reported as skipped.
 
     Files keep their stem (`<stem>.png` in out_dir); folders keep their sub-folder structure.
     Clashing output names (`a.jpg` and `a.png`) get `_1`, `_2`, ... in input order, listed in
@@ -470,7 +487,7 @@ def _plan(inputs: Sequence[str | os.PathLike], out_dir: str) -> _Plan:
             for dirpath, filenames in walk_folders(item):  # a symlink cycle is entered once
                 for name in sorted(filenames):
                     path = os.path.join(dirpath, name)
-                    if path not in image_set:
+                    if path not in image_set and not name.lower().endswith(exclude_extensions):
                         skipped.append((path, f"unsupported file type (expected one of {' '.join(IMAGE_EXTENSIONS)})"))
         elif os.path.isfile(item):
             stem = os.path.splitext(os.path.basename(item))[0]
@@ -536,6 +553,7 @@ def translate_paths(
     device: str | torch.device,
     memory_budget_gib: float = 0.0,
     progress: bool = True,
+    exclude_extensions: tuple[str, ...] = (),
 ) -> TranslateReport:
     """Translate image files and folders into PNGs under `out_dir`.
 
@@ -548,7 +566,8 @@ def translate_paths(
     report). Unreadable or unsupported files are skipped, reported on stderr
     and listed in the report. Outputs are written atomically as `<stem>.png` (sub-folders of
     folder inputs kept; clashing names get `_1`, `_2`, ...); an output that would replace an
-    input is a ValueError before anything runs. `generator` is moved to `device`.
+    input is a ValueError before anything runs. `generator` is moved to `device`. Files in
+    folders ending in `exclude_extensions` (videos: scenimefy.inference.video) are left out.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size}: expected >= 1")
@@ -562,7 +581,7 @@ def translate_paths(
     auto_tiled: list[str] = []
     over_budget: list[str] = []  # images over the budget even in the smallest tiles (said once)
 
-    planned = _plan(inputs, out_dir)
+    planned = _plan(inputs, out_dir, tuple(exclude_extensions))
     jobs, skipped = planned.jobs, planned.skipped
     for path, reason in skipped:
         tqdm.write(f"skipped {path}: {reason}", file=sys.stderr)
