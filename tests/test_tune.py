@@ -381,8 +381,8 @@ def _write_manifest(stage2: Path, pairs_a: str, pairs_b: str, l_bce: list[float]
                 "kept": l_bce[seed] < 5.0,
                 "photo_path": rel["photo"],
                 "anime_path": rel["anime"],
-                "photo_labels_path": "",
-                "anime_labels_path": "",
+                "photo_labels_path": f"candidates/photo_labels/{seed:08d}.png",  # not read by selection
+                "anime_labels_path": f"candidates/anime_labels/{seed:08d}.png",
             }
         )
     df = pd.DataFrame(rows)[list(MANIFEST_COLUMNS)]
