@@ -319,11 +319,16 @@ def use_gpu(cfg: ServeConfig) -> bool:
     return False
 
 
-def build(checkpoint: str, cfg: ServeConfig) -> serve.Application:
-    """The application for `checkpoint` (a path every replica can read) under `cfg`."""
+def check_checkpoint(checkpoint: str) -> None:
+    """A wrong checkpoint fails here, in one line, before Ray or any replica starts."""
     from scenimefy.inference.translate import load_translator
 
-    load_translator(checkpoint, "cpu")  # a wrong checkpoint fails here, in one line, before any replica starts
+    load_translator(checkpoint, "cpu")
+
+
+def build(checkpoint: str, cfg: ServeConfig) -> serve.Application:
+    """The application for `checkpoint` (a path every replica can read) under `cfg`."""
+    check_checkpoint(checkpoint)
     settings = dataclasses.asdict(cfg)
     if cfg.replicas:
         scaling: dict[str, Any] = {"num_replicas": cfg.replicas}
@@ -363,6 +368,7 @@ def start(checkpoint: str, cfg: ServeConfig, *, address: str | None = None) -> s
     """Start (or join, with `address`) Ray, run the application and return the page's URL."""
     from scenimefy.distributed.cluster import init_ray
 
+    check_checkpoint(checkpoint)
     if address:
         os.environ["RAY_ADDRESS"] = address
     most = cfg.replicas or cfg.max_replicas
