@@ -467,7 +467,7 @@ class ServeConfig:
     )
     memory_budget_gib: float = param(
         0.0,
-        doc="memory one G pass may use (0: 70 % of the replica's free memory); larger images are tiled",
+        doc="memory one G pass of a replica may use (0: 70 % of the device's free memory); larger images are tiled",
         affects=RESULTS,
         unit="GiB",
         valid=above(0, zero="70 % of the device's free memory"),
