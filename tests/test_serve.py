@@ -7,6 +7,7 @@ padded size, the bounded queue (503 + Retry-After), and the web page in headless
 
 from __future__ import annotations
 
+import contextlib
 import io
 import ipaddress
 import json
@@ -221,22 +222,26 @@ def _concurrently(url: str, bodies: list[bytes]) -> list[Reply]:
     return replies  # type: ignore[return-value]
 
 
-def _extra_app(server: Server, name: str, settings: dict) -> str:
-    """A second application with other batching and queue settings, under /<name>/."""
+@contextlib.contextmanager
+def _extra_app(server: Server, name: str, settings: dict):
+    """A second application with other settings, under /<name>/, deleted afterwards."""
     from ray import serve
 
     from scenimefy.serve.app import build, serve_config
 
     serve.run(build(server.checkpoint, serve_config({"device": "cpu", **settings})), name=name, route_prefix=f"/{name}")
-    return f"{server.url}{name}/"
+    try:
+        yield f"{server.url}{name}/"
+    finally:
+        serve.delete(name)
 
 
 def test_requests_of_one_padded_size_are_batched_together(server):
     # The batch waits up to 60 s for 4 requests, so the 4 sent together form one batch; two
     # padded sizes (36x48 and 30x46 pad to 36x48; 64x40) give two G passes of 2.
-    url = _extra_app(server, "batch4", {"max_batch_size": 4, "batch_wait_timeout_s": 60.0})
     images = [noise(36, 48, 10), noise(64, 40, 11), noise(34, 46, 12), noise(61, 38, 13)]
-    replies = _concurrently(url + "v1/translate", [png(im) for im in images])
+    with _extra_app(server, "batch4", {"max_batch_size": 4, "batch_wait_timeout_s": 60.0}) as url:
+        replies = _concurrently(url + "v1/translate", [png(im) for im in images])
     for image, reply in zip(images, replies, strict=True):
         assert reply.status == 200, reply.body[:300]
         assert reply.headers["x-batch-size"] == "2"
@@ -248,13 +253,10 @@ def test_over_capacity_is_503_with_retry_after(server):
     # Batches of up to 8 wait 5 s; a replica takes 2 requests and the queue 1 more, so of 6 sent
     # together at most 3 are answered (after the wait) and the others at once with 503. (How many
     # of the 3 places are used depends on when the handle learns of the replica's free slots.)
-    url = _extra_app(
-        server,
-        "tight",
-        {"max_batch_size": 8, "batch_wait_timeout_s": 5.0, "max_ongoing_requests": 2, "max_queued_requests": 1},
-    )
+    settings = {"max_batch_size": 8, "batch_wait_timeout_s": 5.0, "max_ongoing_requests": 2, "max_queued_requests": 1}
     images = [noise(24, 24, 20 + i) for i in range(6)]
-    replies = _concurrently(url + "v1/translate", [png(im) for im in images])
+    with _extra_app(server, "tight", settings) as url:
+        replies = _concurrently(url + "v1/translate", [png(im) for im in images])
     statuses = [r.status for r in replies]
     assert set(statuses) == {200, 503} and 1 <= statuses.count(200) <= 3, statuses
     for image, reply in zip(images, replies, strict=True):
@@ -263,6 +265,32 @@ def test_over_capacity_is_503_with_retry_after(server):
         else:
             want = expected(server.checkpoint, Image.fromarray(image))
             assert np.abs(decoded(reply).astype(int) - want.astype(int)).max() <= 1
+
+
+def test_an_image_too_large_for_the_memory_budget_is_tiled(server):
+    # A budget of 0.0001 GiB holds 419 padded pixels of G at ngf 8 (256 bytes each): 16x16 runs
+    # whole, 200x152 in 128-px tiles, blended exactly as `translate_tiled` blends them.
+    from scenimefy.inference.translate import translate_tiled
+
+    small, large = noise(16, 16, 30), noise(152, 200, 31)
+    with _extra_app(server, "tiled", {"memory_budget_gib": 0.0001, "tile_overlap": 16}) as url:
+        replies = [call(url + "v1/translate", png(im), "image/png") for im in (small, large)]
+    assert [r.status for r in replies] == [200, 200]
+    g = load_translator(server.checkpoint, "cpu")
+    tiled = to_uint8(translate_tiled(g, from_uint8(large)[0], tile=128, tile_overlap=16, batch_size=1))
+    plain = expected(server.checkpoint, Image.fromarray(large))
+    assert np.abs(decoded(replies[1]).astype(int) - tiled.astype(int)).max() <= 1
+    assert np.abs(tiled.astype(int) - plain.astype(int)).max() > 1  # tiling made a difference to check
+    want_small = expected(server.checkpoint, Image.fromarray(small))
+    assert np.abs(decoded(replies[0]).astype(int) - want_small.astype(int)).max() <= 1
+
+
+def test_a_translation_over_the_request_timeout_is_504(server):
+    # A lone request waits 30 s for its batch to fill, far past the 1 s timeout.
+    with _extra_app(server, "slow", {"max_batch_size": 8, "batch_wait_timeout_s": 30.0, "request_timeout_s": 1}) as url:
+        reply = call(url + "v1/translate", png(noise(16, 16, 40)), "image/png")
+        assert reply.status == 504 and "took over 1 s" in reply.json()["error"]
+        assert call(url + "healthz").status == 200
 
 
 # ----------------------------------------------------------------------------------------
