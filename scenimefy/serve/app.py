@@ -18,6 +18,7 @@ README "Serve" has the two ways to run it; `build_app` is the builder that Serve
 
 import asyncio
 import dataclasses
+import logging
 import os
 import time
 from collections.abc import Mapping
@@ -34,6 +35,8 @@ from ray.serve.handle import DeploymentHandle
 from scenimefy.config import ConfigError, ServeConfig, load_config
 from scenimefy.serve import handling
 from scenimefy.serve.handling import ApiError
+
+logger = logging.getLogger("ray.serve")
 
 APP_NAME = "scenimefy"
 STATIC_FILES = {"index.html": "text/html", "app.css": "text/css", "app.js": "text/javascript"}
@@ -240,6 +243,9 @@ class Api:
             )
         except ApiError as e:
             return _error(e.status, e.message, e.headers)
+        except Exception as e:  # a server-side failure (a replica lost, out of memory): 500, still JSON
+            logger.exception("translation failed")
+            return _error(500, f"the server failed to translate the image ({_reason(e)}); retry or report it")
         headers = {
             "X-Image-Size": f"{img.size[0]}x{img.size[1]}",
             "X-Translated-Size": f"{small.size[0]}x{small.size[1]}",
