@@ -10,8 +10,10 @@ of `scenimefy translate`, on the same files with the same torch threads. Example
     python jobs/benchmark_serve.py --checkpoint runs/x/generator.pt --batch-sizes 1,8 --size 512
     python jobs/benchmark_serve.py --url http://127.0.0.1:8000/ --checkpoint G.pt --clients 32  # a running service
 
-Without --url it starts a local Ray with one translator replica (`--cpus` CPUs, the same number
-of torch threads as the offline run) and measures each of --batch-sizes in turn. Without
+Without --url it starts a local Ray with one application per --batch-sizes value, each a
+translator replica of `--cpus` CPUs (the offline run's torch threads), and alternates the offline
+run and the services for --rounds rounds, so a machine whose load changes hits every mode alike;
+the table shows medians over the rounds. Without
 --checkpoint it uses a random generator of the paper's architecture (--arch). Prints one JSON
 line per measurement (and appends them to --json-out) and a Markdown table at the end.
 """
@@ -160,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clients", type=int, default=8, help="concurrent loopback clients")
     p.add_argument("--seconds", type=float, default=30.0, help="length of each load run")
     p.add_argument("--batch-sizes", default="1,8", help="serve.max_batch_size values to measure, in turn")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of (offline, each service), alternated")
     p.add_argument("--batch-wait-s", type=float, default=0.02, help="serve.batch_wait_timeout_s")
     p.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="CPUs (torch threads) of the replica")
     p.add_argument("--json-out", default="", help="append the JSON lines to this file")
@@ -182,23 +185,27 @@ def main(argv: list[str] | None = None) -> int:
         expected = [to_uint8(translate_batch(g, [from_uint8(np.asarray(load_image(x)))[0]])[0]) for x in paths]
         del g
 
-        def emit(row: dict) -> None:
+        def emit(row: dict) -> None:  # noqa: B023
             rows.append(row)
             print(json.dumps(row), flush=True)
 
         sizes = [int(v) for v in args.batch_sizes.split(",")]
-        for b in sizes:
-            emit(offline(checkpoint, paths, b, work))
         if args.url:
-            emit({"mode": "serve (running)", **load(args.url, bodies, expected, args.clients, args.seconds)})
+            for r in range(args.rounds):
+                for b in sizes:
+                    emit({"round": r, **offline(checkpoint, paths, b, work)})
+                emit({"round": r, "mode": "serve (running)", **load(args.url, bodies, expected, args.clients,
+                                                                    args.seconds)})  # fmt: skip
         else:
             import ray
             from ray import serve
 
-            from scenimefy.serve.app import APP_NAME, build, serve_config, start
+            from scenimefy.serve.app import build, serve_config
 
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-            ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+            # One application per batch size, each with a replica of --cpus CPUs; only the one under
+            # load computes, so they share the same cores in turn.
+            ray.init(address="local", num_cpus=args.cpus * len(sizes), include_dashboard=False, log_to_driver=False)
             base = {
                 "device": "cpu",
                 "cpus_per_replica": args.cpus,
@@ -206,31 +213,50 @@ def main(argv: list[str] | None = None) -> int:
                 "max_ongoing_requests": max(16, 2 * args.clients),
                 "max_queued_requests": 4 * args.clients,
             }
+            port = 8000 + os.getpid() % 1000
             try:
-                for i, b in enumerate(sizes):
-                    cfg = serve_config({**base, "max_batch_size": b, "port": 8000 + (os.getpid() % 1000)})
-                    if i == 0:
-                        url = start(checkpoint, cfg)
-                    else:
-                        serve.run(build(checkpoint, cfg), name=APP_NAME, route_prefix="/")
+                serve.start(http_options={"host": "127.0.0.1", "port": port})
+                for b in sizes:
+                    app = build(checkpoint, serve_config({**base, "max_batch_size": b}))
+                    serve.run(app, name=f"b{b}", route_prefix=f"/b{b}")
+                    url = f"http://127.0.0.1:{port}/b{b}/"
                     load(url, bodies[: args.clients], expected[: args.clients], args.clients, 3.0)  # warm-up
-                    emit({"mode": "serve", "max_batch_size": b, **load(url, bodies, expected, args.clients,
-                                                                        args.seconds)})  # fmt: skip
+                # Rounds alternate the offline path and each service, so a change in the machine's
+                # load hits every mode alike; the table shows medians over the rounds.
+                for r in range(args.rounds):
+                    for b in sizes:
+                        emit({"round": r, **offline(checkpoint, paths, b, work)})
+                    for b in sizes:
+                        url = f"http://127.0.0.1:{port}/b{b}/"
+                        row = load(url, bodies, expected, args.clients, args.seconds)
+                        emit({"round": r, "mode": "serve", "max_batch_size": b, **row})
             finally:
                 serve.shutdown()
                 ray.shutdown()
     append_json_lines(args.json_out, rows)
 
-    print("\n| mode | batch | clients | img/s | p50 ms | p95 ms | p99 ms | batch sizes formed | errors |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"\nmedians over {args.rounds} round(s) (min-max):")
+    print("| mode | batch | clients | img/s | p50 ms | p95 ms | p99 ms | batch sizes formed | checked | errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    groups: dict[tuple[str, int], list[dict]] = {}
     for r in rows[1:]:
-        batch = r.get("batch_size", r.get("max_batch_size", ""))
-        if r["mode"].startswith("offline"):
-            print(f"| {r['mode']} | {batch} | | {r['throughput_img_s']:.2f} | | | | | |")
-        else:
-            formed = ", ".join(f"{k}: {v}" for k, v in r["batch_sizes"].items())
-            print(f"| {r['mode']} | {batch} | {r['clients']} | {r['throughput_img_s']:.2f} | {r['p50_ms']:.0f} | "
-                  f"{r['p95_ms']:.0f} | {r['p99_ms']:.0f} | {formed} | {sum(r['errors'].values())} |")  # fmt: skip
+        groups.setdefault((r["mode"], r.get("batch_size", r.get("max_batch_size", 0))), []).append(r)
+    for (mode, batch), group in groups.items():
+
+        def med(key: str, fmt: str = ".0f", group=group) -> str:
+            values = [g[key] for g in group]
+            return f"{np.median(values):{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
+
+        if mode.startswith("offline"):
+            print(f"| {mode} | {batch} | | {med('throughput_img_s', '.2f')} | | | | | {len(group) * args.images} | |")
+            continue
+        formed: Counter[str] = Counter()
+        for g in group:
+            formed.update(g["batch_sizes"])
+        shown = ", ".join(f"{k}: {v}" for k, v in sorted(formed.items(), key=lambda kv: int(kv[0])))
+        ok, errors = sum(g["ok"] for g in group), sum(sum(g["errors"].values()) for g in group)
+        print(f"| {mode} | {batch} | {group[0]['clients']} | {med('throughput_img_s', '.2f')} | {med('p50_ms')} | "
+              f"{med('p95_ms')} | {med('p99_ms')} | {shown} | {ok + errors} | {errors} |")  # fmt: skip
     failed = any(r.get("errors") for r in rows[1:])
     return 1 if failed else 0
 
