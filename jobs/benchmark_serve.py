@@ -70,14 +70,14 @@ def prepare_images(photos: str, size: int, count: int, out_dir: Path) -> list[Pa
     return paths
 
 
-def offline(checkpoint: str, paths: list[Path], batch_size: int, out_dir: Path) -> dict:
+def offline(checkpoint: str, paths: list[Path], batch_size: int, out_dir: Path, device: str = "cpu") -> dict:
     """img/s of `scenimefy translate`'s engine on the files (decode, translate, write PNG)."""
-    generator = load_translator(checkpoint, "cpu")
+    generator = load_translator(checkpoint, device)
     translate_paths(generator, paths[:batch_size], out_dir / "warmup", batch_size=batch_size, max_side=0, tile=0,
-                    tile_overlap=0, device="cpu", progress=False)  # fmt: skip
+                    tile_overlap=0, device=device, progress=False)  # fmt: skip
     started = time.perf_counter()
     report = translate_paths(generator, paths, out_dir / f"offline_b{batch_size}", batch_size=batch_size,
-                             max_side=0, tile=0, tile_overlap=0, device="cpu", progress=False)  # fmt: skip
+                             max_side=0, tile=0, tile_overlap=0, device=device, progress=False)  # fmt: skip
     seconds = time.perf_counter() - started
     assert len(report.written) == len(paths), report.skipped
     return {"mode": "offline translate", "batch_size": batch_size, "images": len(paths), "seconds": seconds,
@@ -165,11 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="rounds of (offline, each service), alternated")
     p.add_argument("--batch-wait-s", type=float, default=0.02, help="serve.batch_wait_timeout_s")
     p.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="CPUs (torch threads) of the replica")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="of the offline path and the replicas")
     p.add_argument("--json-out", default="", help="append the JSON lines to this file")
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.cpus)
-    rows = [machine_header(torch.device("cpu"), bench="serve")]
+    rows = [machine_header(torch.device(args.device), bench="serve")]
     print(json.dumps(rows[0]), flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         work = Path(tmp)
@@ -193,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.url:
             for r in range(args.rounds):
                 for b in sizes:
-                    emit({"round": r, **offline(checkpoint, paths, b, work)})
+                    emit({"round": r, **offline(checkpoint, paths, b, work, args.device)})
                 emit({"round": r, "mode": "serve (running)", **load(args.url, bodies, expected, args.clients,
                                                                     args.seconds)})  # fmt: skip
         else:
@@ -207,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
             # load computes, so they share the same cores in turn.
             ray.init(address="local", num_cpus=args.cpus * len(sizes), include_dashboard=False, log_to_driver=False)
             base = {
-                "device": "cpu",
+                "device": args.device,
+                "precision": "fp32",  # answers are checked against the fp32 translation
                 "cpus_per_replica": args.cpus,
                 "batch_wait_timeout_s": args.batch_wait_s,
                 "max_ongoing_requests": max(16, 2 * args.clients),
@@ -225,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
                 # load hits every mode alike; the table shows medians over the rounds.
                 for r in range(args.rounds):
                     for b in sizes:
-                        emit({"round": r, **offline(checkpoint, paths, b, work)})
+                        emit({"round": r, **offline(checkpoint, paths, b, work, args.device)})
                     for b in sizes:
                         url = f"http://127.0.0.1:{port}/b{b}/"
                         row = load(url, bodies, expected, args.clients, args.seconds)
