@@ -78,16 +78,22 @@ def settings(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    """Start the application, print its URL, wait for Ctrl-C."""
+    """Start the application, print its URL, serve until Ctrl-C or SIGTERM, then shut it down."""
+    import signal
     import threading
 
     cfg = settings(args)
     from scenimefy.serve.app import start, stop
 
     url = start(args.checkpoint, cfg, address=args.address)
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
     print(f"scenimefy is serving {args.checkpoint} at {url}  (API: {url}v1/translate; Ctrl-C stops it)", flush=True)
     try:
-        threading.Event().wait()
+        while not done.wait(1.0):
+            pass
     finally:
         stop()
+    print("scenimefy serve: stopped", flush=True)
     return 0
