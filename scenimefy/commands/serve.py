@@ -2,7 +2,7 @@
 
     scenimefy serve --checkpoint runs/scenimefy-paper/generator.pt            # http://127.0.0.1:8000/
     scenimefy serve --checkpoint G.pt --host 0.0.0.0 --port 8080 --replicas 2 --device cuda
-    scenimefy serve --checkpoint /shared/G.pt --autoscale 1:4 --address auto  # on a running Ray cluster
+    scenimefy serve --checkpoint /shared/G.pt --autoscale 1:4 --address auto  # on a node of a running cluster
     scenimefy serve --checkpoint G.pt --set serve.max_batch_size=16 --set serve.max_upload_mib=50
 
 API: POST /v1/translate (image bytes or multipart field `image`; ?max_side=&format=png|jpeg|webp),
@@ -40,7 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="(default: serve.device, auto)")
     p.add_argument(
-        "--address", default=None, help="join this running Ray cluster (e.g. auto, ray://head:10001); default: local"
+        "--address",
+        default=None,
+        help="join this running Ray cluster (auto: the one this node belongs to); default: local",
     )
     add_config_option(p, " whose serve section gives the defaults")
     p.add_argument(
