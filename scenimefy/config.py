@@ -411,6 +411,94 @@ class TranslateConfig:
     )
 
 
+SERVE_PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass
+class ServeConfig:
+    """`scenimefy serve`: the Ray Serve application (scenimefy/serve/, README "Serve")."""
+
+    host: str = param("127.0.0.1", doc="address the HTTP proxy binds (0.0.0.0: every interface)", affects=EXECUTION)
+    port: int = param(8000, doc="HTTP port of the page and the API", affects=EXECUTION, valid=between(1, 65535))
+    replicas: int = param(
+        1,
+        doc="translator replicas, one model copy each (0: autoscaling between min_replicas and max_replicas)",
+        affects=EXECUTION,
+        unit="replicas",
+        valid=at_least(1, zero="autoscaling"),
+    )
+    min_replicas: int = param(
+        1, doc="autoscaling: fewest replicas", affects=EXECUTION, unit="replicas", valid=at_least(0)
+    )
+    max_replicas: int = param(
+        4, doc="autoscaling: most replicas", affects=EXECUTION, unit="replicas", valid=at_least(1)
+    )
+    device: str = param("auto", doc="auto | cpu | cuda (one GPU per replica)", affects=EXECUTION, choices=DEVICES)
+    cpus_per_replica: int = param(
+        1, doc="CPUs (and torch threads) of a translator replica", affects=EXECUTION, unit="CPUs", valid=at_least(1)
+    )
+    precision: str = param(
+        "auto",
+        doc="auto: bf16 on a GPU that supports it, else fp32 | fp32 | bf16 (GPU only)",
+        affects=RESULTS,
+        choices=SERVE_PRECISIONS,
+    )
+    max_batch_size: int = param(
+        8,
+        doc="requests one translator call may take (dynamic batching)",
+        affects=EXECUTION,
+        unit="images",
+        valid=at_least(1),
+    )
+    batch_wait_timeout_s: float = param(
+        0.02,
+        doc="how long a partial batch waits for more requests",
+        affects=EXECUTION,
+        unit="s",
+        valid=at_least(0),
+    )
+    max_upload_mib: float = param(
+        25.0, doc="largest accepted upload (413 above)", affects=EXECUTION, unit="MiB", valid=above(0)
+    )
+    max_pixels: int = param(
+        40_000_000,
+        doc="largest accepted image, width x height (413 above)",
+        affects=EXECUTION,
+        unit="px",
+        valid=at_least(1),
+    )
+    max_side: int = param(
+        0,
+        doc="default downscale of the longer side (0: keep size); a request may ask for less",
+        affects=RESULTS,
+        unit="px",
+        valid=at_least(1, zero="keep size"),
+    )
+    request_timeout_s: float = param(
+        120.0, doc="a translation not done by then is answered 504", affects=EXECUTION, unit="s", valid=above(0)
+    )
+    max_ongoing_requests: int = param(
+        16, doc="requests one translator replica holds at once", affects=EXECUTION, unit="requests", valid=at_least(1)
+    )
+    max_queued_requests: int = param(
+        64,
+        doc="requests waiting for a translator replica; over it: 503 with Retry-After",
+        affects=EXECUTION,
+        unit="requests",
+        valid=at_least(1),
+    )
+    memory_budget_gib: float = param(
+        0.0,
+        doc="memory one G pass of a replica may use (0: 70 % of the device's free memory); larger images are tiled",
+        affects=RESULTS,
+        unit="GiB",
+        valid=above(0, zero="70 % of the device's free memory"),
+    )
+    tile_overlap: int = param(
+        32, doc="pixels shared by neighbouring tiles of a large image", affects=RESULTS, unit="px", valid=at_least(0)
+    )
+
+
 @dataclass
 class PriorsConfig:
     """Pretrained priors (CLIP, LPIPS-VGG, Mask2Former, Inception), resolved by `scenimefy.priors.loading`."""
@@ -799,6 +887,7 @@ class Config:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
     def validate(self) -> "Config":
         """Every field against its marks (range, choices), then the cross-field checks; ConfigError with the fix."""

@@ -253,3 +253,50 @@ def test_readme_commands_parse_and_name_real_files():
         assert script in WORKLOADS
     for path in set(re.findall(r"cluster/[\w.-]+\.(?:yaml|md)|cluster/Dockerfile", text)):
         assert (REPO / path).is_file(), path
+
+
+# ----------------------------------------------------------------------------------------
+# Serving: cluster/serve-scenimefy.yaml and the RayService that embeds it
+
+
+def _serve_file() -> dict:
+    return yaml.safe_load((CLUSTER / "serve-scenimefy.yaml").read_text())
+
+
+def test_serve_config_passes_serves_schema_and_builds_with_valid_settings():
+    from ray.serve.schema import ServeDeploySchema
+
+    from scenimefy.serve.app import build_app, serve_config
+
+    doc = _serve_file()
+    ServeDeploySchema.parse_obj(doc)
+    (app,) = doc["applications"]
+    module, name = app["import_path"].split(":")
+    assert (module, name) == ("scenimefy.serve.app", "build_app") and callable(build_app)
+    args = dict(app["args"])
+    assert args.pop("checkpoint").startswith(f"{SHARED}/")  # every node reads it from the shared volume
+    cfg = serve_config(args)  # every arg is a valid `serve` setting
+    assert cfg.device == "cuda" and cfg.replicas == 0 and cfg.min_replicas <= cfg.max_replicas
+    assert doc["http_options"] == {"host": "0.0.0.0", "port": 8000}
+
+
+def test_rayservice_runs_the_serve_application_on_the_image_with_token_auth():
+    import ray
+
+    _, doc = _kind("RayService")
+    assert doc["apiVersion"] == "ray.io/v1"
+    assert yaml.safe_load(doc["spec"]["serveConfigV2"]) == _serve_file()  # the two never drift apart
+    spec = doc["spec"]["rayClusterConfig"]
+    assert spec["rayVersion"] == ray.__version__
+    assert spec["authOptions"] == {"mode": "token"}
+    assert {c["image"] for c in _ray_containers(spec)} == {_dockerfile()["tag"]}
+    head = spec["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert 8000 in {p["containerPort"] for p in head["ports"]}
+    (gpu,) = spec["workerGroupSpecs"]
+    assert 1 <= gpu["minReplicas"] <= gpu["maxReplicas"]
+    assert gpu["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    storage = [d for d in _docs(CLUSTER / "kuberay-storage-mlflow.yaml") if d["kind"] == "PersistentVolumeClaim"]
+    for group in (spec["headGroupSpec"], gpu):
+        volumes = group["template"]["spec"]["volumes"]
+        claims = {v["persistentVolumeClaim"]["claimName"] for v in volumes if "persistentVolumeClaim" in v}
+        assert claims == {"scenimefy-shared"} and claims <= {d["metadata"]["name"] for d in storage}

@@ -29,7 +29,7 @@ CORE = (
     "scenimefy.inference",
     "scenimefy.evaluation",
 )
-RAY_LAYER = ("scenimefy.distributed",)
+RAY_LAYER = ("scenimefy.distributed", "scenimefy.serve")
 FRONT_DOORS = ("scenimefy.commands",)
 # The demo package is demo-only code. `scenimefy.demo.run` is the front door of `scenimefy demo`
 # and calls the pipeline driver of the Ray layer, but only inside `run_demo`: importing any demo

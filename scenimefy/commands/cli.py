@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from scenimefy.commands import cluster, export, jobs_runner, select, translate, weights
+from scenimefy.commands import cluster, export, jobs_runner, select, serve, translate, weights
 from scenimefy.commands.options import OneLineParser
 from scenimefy.config import ConfigError
 
@@ -42,6 +42,7 @@ COMMANDS: dict[str, Command] = {
     "select": _module(select),
     "translate": _module(translate),
     "export": _module(export),
+    "serve": _module(serve),
     "weights": _module(weights, intermixed=False),
     "submit": Command(cluster.SUBMIT_HELP, cluster.__doc__, cluster.add_submit_arguments, intermixed=False),
     "jobs": Command(cluster.JOBS_HELP, cluster.JOBS_DESCRIPTION, cluster.add_jobs_arguments, intermixed=False),

@@ -158,4 +158,5 @@ def run_demo(*, out_dir: str, overrides: list[str] | tuple[str, ...] = (), worke
     print("[demo] wrote:", flush=True)
     for key, value in written.items():
         print(f"  {key}: {value}", flush=True)
+    print(f"[demo] serve it in a web page: scenimefy serve --checkpoint {outcome.generator}", flush=True)
     return written
