@@ -36,7 +36,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     scale = p.add_mutually_exclusive_group()
     scale.add_argument("--replicas", type=int, default=None, metavar="N", help="translator replicas (default: 1)")
     scale.add_argument(
-        "--autoscale", type=_autoscale, default=None, metavar="MIN:MAX", help="autoscale translator replicas"
+        "--autoscale",
+        type=_autoscale,
+        default=None,
+        metavar="MIN:MAX",
+        help="autoscale translator replicas between MIN and MAX (default: off, fixed replicas)",
     )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="(default: serve.device, auto)")
     p.add_argument(
@@ -51,7 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="serve.key=value",
-        help="config override (repeatable), e.g. --set serve.max_batch_size=16",
+        help="config override (repeatable), e.g. --set serve.max_batch_size=16 (default: none)",
     )
     p.set_defaults(func=run)
 
