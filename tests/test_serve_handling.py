@@ -151,5 +151,6 @@ def test_serve_command_refuses_a_wrong_checkpoint_in_one_line(tmp_path, capsys):
     bad.write_text("not weights")
     assert main(["serve", "--checkpoint", str(bad), "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("scenimefy serve: error:") and "not a readable PyTorch weights file" in err
+    assert err.startswith("scenimefy serve: error:")
+    assert "G.pt is not a checkpoint: it is not a PyTorch weights file" in err
     assert len(err.splitlines()) == 1
