@@ -61,22 +61,10 @@ def mask2former_config(kind: str):
     """transformers configs: a tiny CPU model, or Swin-B ADE20k-150 (the paper's network, random)."""
     from transformers import Mask2FormerConfig, SwinConfig
 
-    out = ["stage1", "stage2", "stage3", "stage4"]
     if kind == "tiny":
-        backbone = SwinConfig(
-            image_size=64,
-            patch_size=4,
-            embed_dim=16,
-            depths=[1, 1, 1, 1],
-            num_heads=[1, 1, 1, 1],
-            window_size=4,
-            out_features=out,
-        )
-        return Mask2FormerConfig(
-            backbone_config=backbone, feature_size=32, mask_feature_size=32, hidden_dim=32,
-            encoder_feedforward_dim=32, encoder_layers=1, decoder_layers=2, num_attention_heads=2,
-            dim_feedforward=32, num_queries=4, num_labels=150,
-        )  # fmt: skip
+        from scenimefy.demo.priors import tiny_mask2former_config
+
+        return tiny_mask2former_config()
     # maskformer2_swin_base_384_bs16_160k_res640 (docs/method.md, "Stage 2"): Swin-B, window 12, 384 pre-training;
     # Mask2FormerConfig's defaults are that model's decoder (100 queries, 6 encoder / 10 decoder layers, 256 wide).
     backbone = SwinConfig(
@@ -86,7 +74,7 @@ def mask2former_config(kind: str):
         depths=[2, 2, 18, 2],
         num_heads=[4, 8, 16, 32],
         window_size=12,
-        out_features=out,
+        out_features=["stage1", "stage2", "stage3", "stage4"],
     )
     return Mask2FormerConfig(backbone_config=backbone, num_labels=150)
 
