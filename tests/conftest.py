@@ -16,6 +16,7 @@ os.environ.pop("MLFLOW_TRACKING_URI", None)
 from pathlib import Path
 
 import pytest
+from local_ray import init_local_ray
 from shared_photos import PHOTOS
 
 
@@ -31,13 +32,6 @@ def ray_local():
     """A local Ray cluster (4 logical CPUs, no dashboard) for one test module."""
     import ray
 
-    ray.init(
-        address="local",
-        num_cpus=4,
-        num_gpus=0,
-        include_dashboard=False,
-        object_store_memory=300 * 1024**2,
-        log_to_driver=False,
-    )
+    init_local_ray()
     yield
     ray.shutdown()

@@ -421,6 +421,7 @@ def test_real_pipeline_end_to_end_then_a_rerun_skips_every_stage(tmp_path):
     """Stages 2-3 on a local Ray (stages 0-1 given, as with the authors' generators; their drivers
     have their own end-to-end tests), then the same command again: both skipped, no Ray needed."""
     import ray
+    from local_ray import init_local_ray
     from mlflow.tracking import MlflowClient
     from pairs_fixtures import write_pair_checkpoints
 
@@ -452,14 +453,7 @@ def test_real_pipeline_end_to_end_then_a_rerun_skips_every_stage(tmp_path):
             "translator.max_steps=2", "translator.checkpoint_every_steps=2",
         ],
     )  # fmt: skip
-    ray.init(
-        address="local",
-        num_cpus=4,
-        num_gpus=0,
-        include_dashboard=False,
-        object_store_memory=300 * 1024**2,
-        log_to_driver=False,
-    )
+    init_local_ray()
     try:
         first = run_pipeline(cfg, log=lambda line: None)
     finally:
