@@ -51,6 +51,18 @@ def add_config_option(p: argparse.ArgumentParser, what: str = "") -> None:
     )
 
 
+def add_set_option(p: argparse.ArgumentParser, section: str, example: str) -> None:
+    """`--set section.key=value`, repeatable: config overrides for the commands whose arguments are options."""
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar=f"{section}.key=value",
+        help=f"config override (repeatable), e.g. --set {example} (default: none)",
+    )
+
+
 def add_overrides(p: argparse.ArgumentParser, example: str, metavar: str = "section.key=value") -> None:
     """Positional `section.key=value` config overrides."""
     p.add_argument("overrides", nargs="*", metavar=metavar, help=f"config overrides, applied in order, e.g. {example}")

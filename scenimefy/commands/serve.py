@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from scenimefy.commands.options import add_config_option
+from scenimefy.commands.options import add_config_option, add_set_option
 
 HELP = "serve a translator: web page + HTTP API on Ray Serve"
 
@@ -49,14 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="join this running Ray cluster (auto: the one this node belongs to); default: local",
     )
     add_config_option(p, " whose serve section gives the defaults")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="serve.key=value",
-        help="config override (repeatable), e.g. --set serve.max_batch_size=16 (default: none)",
-    )
+    add_set_option(p, "serve", "serve.max_batch_size=16")
     p.set_defaults(func=run)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from scenimefy.commands.options import add_config_option
+from scenimefy.commands.options import add_config_option, add_set_option
 
 HELP = "translate photos with a trained generator"
 
@@ -93,14 +93,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(default: translate.video_smoothing)",
     )
     add_config_option(p, " whose translate section gives the defaults")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="translate.key=value",
-        help="config override, repeatable, e.g. --set translate.tile_overlap=64 (in px) (default: none)",
-    )
+    add_set_option(p, "translate", "translate.tile_overlap=64 (in px)")
     p.set_defaults(func=run)
 
 
