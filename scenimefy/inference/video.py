@@ -219,6 +219,9 @@ def _open_input(src, name: str | None = None):
         raise VideoError(f"{name}: not a readable video ({_one_line(e)})") from None
     except OSError as e:
         raise VideoError(f"{name}: cannot open ({_one_line(e)})") from None
+    if not container.streams:
+        container.close()
+        raise VideoError(f"{name}: not a readable video (no stream found in it)")
     if not container.streams.video:
         container.close()
         raise VideoError(f"{name}: no video stream (expected a video file: {' '.join(VIDEO_EXTENSIONS)})")
