@@ -1,8 +1,8 @@
 """Load-test `scenimefy serve` and compare it with `scenimefy translate` on the same images.
 
 N concurrent loopback clients send photos to POST /v1/translate for a bounded time; every
-response is checked (status, size, and pixels within 1 level of the offline translation of the
-same image), and throughput, p50/p95/p99 latency, the batch sizes the server formed
+response is checked once the window is over (status, size, and pixels within 1 level of the
+offline translation of the same image), and throughput, p50/p95/p99 latency, the batch sizes the server formed
 (X-Batch-Size) and errors are reported. The offline baseline is `translate_paths`, the engine
 of `scenimefy translate`, on the same files with the same torch threads. Examples:
 
@@ -81,16 +81,19 @@ def offline(checkpoint: str, paths: list[Path], batch_size: int, out_dir: Path, 
     seconds = time.perf_counter() - started
     assert len(report.written) == len(paths), report.skipped
     return {"mode": "offline translate", "batch_size": batch_size, "images": len(paths), "seconds": seconds,
-            "throughput_img_s": len(paths) / seconds}  # fmt: skip
+            "throughput_img_s": len(paths) / seconds, "load_avg_1m": round(os.getloadavg()[0], 2)}  # fmt: skip
 
 
 def load(url: str, bodies: list[bytes], expected: list[np.ndarray] | None, clients: int, seconds: float) -> dict:
-    """Drive the service from `clients` threads for `seconds`; check every response."""
+    """Drive the service from `clients` threads for `seconds`; check every response afterwards.
+
+    The clients only send and read during the window; the answers are decoded and compared with
+    `expected` once the window is over, so the checking (PNG decoding, a pixel comparison) does
+    not take cores from the service being measured."""
     parts = urllib.parse.urlsplit(url)
     path = parts.path.rstrip("/") + "/v1/translate"
     stop_at = time.perf_counter() + seconds
-    latencies: list[float] = []
-    batches: Counter[int] = Counter()
+    answers: list[tuple[int, float, int, bytes, int]] = []  # (index, seconds, status, body, batch size)
     errors: Counter[str] = Counter()
     lock = threading.Lock()
 
@@ -112,22 +115,8 @@ def load(url: str, bodies: list[bytes], expected: list[np.ndarray] | None, clien
                 conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=300)
                 continue
             dt = time.perf_counter() - t0
-            problem = None
-            if r.status != 200:
-                problem = f"HTTP {r.status}"
-            else:
-                out = np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
-                want = expected[index] if expected is not None else None
-                if want is not None and out.shape != want.shape:
-                    problem = "wrong size"
-                elif want is not None and np.abs(out.astype(int) - want.astype(int)).max() > 1:
-                    problem = "wrong pixels"
             with lock:
-                if problem:
-                    errors[problem] += 1
-                else:
-                    latencies.append(dt)
-                    batches[int(r.getheader("X-Batch-Size", "0"))] += 1
+                answers.append((index, dt, r.status, body, int(r.getheader("X-Batch-Size", "0"))))
         conn.close()
 
     started = time.perf_counter()
@@ -137,6 +126,24 @@ def load(url: str, bodies: list[bytes], expected: list[np.ndarray] | None, clien
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - started  # includes the requests in flight at the deadline
+    latencies: list[float] = []
+    batches: Counter[int] = Counter()
+    for index, dt, status, body, batch in answers:
+        problem = None
+        if status != 200:
+            problem = f"HTTP {status}"
+        else:
+            out = np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
+            want = expected[index] if expected is not None else None
+            if want is not None and out.shape != want.shape:
+                problem = "wrong size"
+            elif want is not None and np.abs(out.astype(int) - want.astype(int)).max() > 1:
+                problem = "wrong pixels"
+        if problem:
+            errors[problem] += 1
+        else:
+            latencies.append(dt)
+            batches[batch] += 1
     lat = np.array(latencies) * 1000 if latencies else np.array([float("nan")])
     return {
         "clients": clients,
@@ -148,6 +155,7 @@ def load(url: str, bodies: list[bytes], expected: list[np.ndarray] | None, clien
         "p95_ms": float(np.percentile(lat, 95)),
         "p99_ms": float(np.percentile(lat, 99)),
         "batch_sizes": {str(k): v for k, v in sorted(batches.items())},
+        "load_avg_1m": round(os.getloadavg()[0], 2),
     }
 
 
@@ -238,6 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     append_json_lines(args.json_out, rows)
 
     print(f"\nmedians over {args.rounds} round(s) (min-max):")
+    loads = [r["load_avg_1m"] for r in rows[1:] if "load_avg_1m" in r]
+    if loads:
+        print(
+            f"1-minute load average during the runs: {min(loads):.1f}-{max(loads):.1f} (median {np.median(loads):.1f})"
+        )
     print("| mode | batch | clients | img/s | p50 ms | p95 ms | p99 ms | batch sizes formed | checked | errors |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     groups: dict[tuple[str, int], list[dict]] = {}
