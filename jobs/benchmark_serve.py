@@ -261,6 +261,10 @@ def main(argv: list[str] | None = None) -> int:
             from scenimefy.serve.app import build, serve_config
 
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+            # Ray starts its workers at niceness 15; on a machine shared with other jobs the replicas
+            # would then get a fraction of the CPU share of the offline path (niceness 0) they are
+            # compared with. `scenimefy serve` starts its local Ray the same way (serve/app.py).
+            os.environ.setdefault("RAY_worker_niceness", "0")
             # One application per batch size, each with a replica of --cpus CPUs; only the one under
             # load computes, so they share the same cores in turn.
             ray.init(address="local", num_cpus=args.cpus * len(sizes), include_dashboard=False, log_to_driver=False)

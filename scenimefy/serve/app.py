@@ -474,6 +474,11 @@ def start(checkpoint: str, cfg: ServeConfig, *, address: str | None = None) -> s
     check_checkpoint(checkpoint)
     if address:
         os.environ["RAY_ADDRESS"] = address
+    else:
+        # A Ray started here runs its workers at niceness 0, not Ray's default of 15: the replicas
+        # answer people waiting, and on a machine shared with other work they would otherwise get
+        # a fraction of its CPU (BENCHMARKS.md, "Serving").
+        os.environ.setdefault("RAY_worker_niceness", "0")
     most = cfg.replicas or cfg.max_replicas
     init_ray(num_cpus_needed=cfg.cpus_per_replica * most)
     app = build(checkpoint, cfg)
