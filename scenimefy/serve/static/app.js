@@ -294,7 +294,10 @@ function init() {
         (m.serving || {}).device || ""}`;
       $("#model").title = JSON.stringify(m, null, 2);
       const l = m.limits || {};
-      if (l.max_upload_bytes) $("#limits").textContent = `Up to ${formatBytes(l.max_upload_bytes)} per photo.`;
+      if (l.max_upload_bytes) {
+        const video = l.max_video_upload_bytes ? `, ${formatBytes(l.max_video_upload_bytes)} per video` : "";
+        $("#limits").textContent = `Up to ${formatBytes(l.max_upload_bytes)} per photo${video}.`;
+      }
     })
     .catch(() => {
       $("#model").textContent = "model info unavailable";
