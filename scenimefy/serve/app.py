@@ -18,8 +18,8 @@ Videos: the ingress recognises one by its first bytes, probes its header and fir
 a replica, which runs `scenimefy.inference.video.translate_video` (the path of `scenimefy
 translate`) in a thread and answers the encoded file. A replica runs one G pass at a time
 (`pass_lock`): a video holds it for one pass of `video_batch_size` frames and releases it while
-it decodes and encodes, so image batches on the same replica wait at most one video pass, not
-the whole video. The replica enforces `video_timeout_s` and the frame limit while decoding.
+it decodes and encodes, so image batches on the same replica wait for the video pass under way,
+not for the whole video. The replica enforces `video_timeout_s` and the frame limit while decoding.
 README "Serve" has the two ways to run it; `build_app` is the builder that Serve config files
 (cluster/serve-scenimefy.yaml) name.
 """
