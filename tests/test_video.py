@@ -152,6 +152,42 @@ def test_per_frame_mode_is_translate_batch_and_smoothing_ignores_the_batch_size(
     assert (a[-1] - per_frame[-1]).abs().max() > 1e-3  # later frames are normalised differently
 
 
+class _RecordingLock:
+    """A lock that records, at each acquire and release, whether G's instance norms carry hooks."""
+
+    def __init__(self, generator: torch.nn.Module):
+        self.norms = [m for m in generator.modules() if isinstance(m, torch.nn.InstanceNorm2d)]
+        self.events: list[tuple[str, bool]] = []
+
+    def hooked(self) -> bool:
+        return any(m._forward_hooks for m in self.norms)
+
+    def __enter__(self):
+        self.events.append(("acquire", self.hooked()))
+        return self
+
+    def __exit__(self, *exc):
+        self.events.append(("release", self.hooked()))
+        return False
+
+
+def test_the_pass_lock_is_held_per_pass_and_the_smoothing_hooks_only_inside_it():
+    # A server shares G between a video and other requests: between two passes G must be plain.
+    g = _generator()
+    frames, _ = pan_zoom_clip(_photo(), 7, 40, 28)
+    xs = [from_uint8(f.copy())[0] for f in frames]
+    lock = _RecordingLock(g)
+    seen_between = []
+    ys = []
+    for y in translate_frames(g, xs, batch_size=3, smoothing=0.7, pass_lock=lock):
+        seen_between.append(lock.hooked())
+        ys.append(y)
+    assert lock.events == [("acquire", False), ("release", False)] * 3  # passes of 3, 3 and 1 frames
+    assert seen_between == [False] * 7
+    for a, b in zip(ys, translate_frames(g, xs, batch_size=7, smoothing=0.7), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)  # the same smoothing as without a lock
+
+
 @needs_photos
 def test_smoothing_reduces_flicker_on_a_panning_zooming_clip():
     g = _generator(ngf=16, n_blocks=3)
