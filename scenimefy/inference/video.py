@@ -371,8 +371,14 @@ def translate_video(
                 vout = out.add_stream(encoder, rate=rate, options=_ENCODER_OPTIONS.get(encoder, {}))
                 vout.width, vout.height, vout.pix_fmt = width, height, "yuv420p"
                 vout.time_base = vin.time_base
-                if info.display_matrix:
+                if info.display_matrix and hasattr(vout, "set_display_matrix"):
                     vout.set_display_matrix(info.display_matrix)
+                elif info.display_matrix:  # PyAV before set_display_matrix (2026) cannot write it
+                    tqdm.write(
+                        f"{src}: rotated {info.rotation} degrees by its display matrix, which this PyAV cannot "
+                        "write: the output shows the frames as stored (pip install -U av)",
+                        file=sys.stderr,
+                    )
                 aouts = {a.index: out.add_stream_from_template(a) for a in audio}
                 timestamps: list[tuple[int | None, Fraction | None]] = []
                 bar = tqdm(total=total or None, disable=not progress, unit="frame", desc=os.path.basename(src))
