@@ -284,7 +284,10 @@ def probe_video(src, name: str | None = None) -> VideoInfo:
         if first is None:
             raise VideoError(f"{name}: the video stream has no frames")
         matrix = None
-        side = first.side_data.get("DISPLAYMATRIX") if first.side_data else None
+        try:
+            side = first.side_data.get("DISPLAYMATRIX") if first.side_data else None
+        except (KeyError, TypeError, ValueError):  # a PyAV that keys side data otherwise: no rotation read
+            side = None
         if side is not None:
             values = tuple(int(v) for v in np.frombuffer(bytes(side), dtype=np.int32)[:9])
             matrix = values if len(values) == 9 and values != IDENTITY_MATRIX else None
