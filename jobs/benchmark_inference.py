@@ -13,8 +13,12 @@ Part `video`: a clip panning and zooming across a real photo (`pan_zoom_clip`, k
 translated per frame and with instance-norm statistics smoothed over time; reports the
 motion-compensated warping error the translation adds to the source's, the consecutive-frame
 flicker, and frames/s, plus one `translate_video` run (decode, translate, encode) for its frames/s.
-The weights are random with Xavier gain 0.3 (not CUT's 0.02, under which the output hardly
-depends on the input): a trained generator is needed for the figures that matter to a viewer.
+`--checkpoint G.pt` measures that generator (a trained one: the figures that matter to a viewer);
+without it the paper's architecture with random weights at Xavier gain 0.3 (not CUT's 0.02, under
+which the output hardly depends on the input). The backends part always uses the random paper
+generator (speed and memory do not depend on the weights).
+
+    python jobs/benchmark_inference.py --parts video --checkpoint runs/x/generator.pt --frames 32
 
 Prints one JSON line per measurement (--json-out FILE appends them to a file).
 """
@@ -116,7 +120,14 @@ def video_part(args) -> list[dict]:
     photo = np.asarray(Image.open(args.photo).convert("RGB"))
     frames, boxes = pan_zoom_clip(photo, args.frames, args.clip_width, args.clip_height)
     source_error = warping_error(frames, boxes)
-    g = paper_generator(gain=0.3).to(dev)
+    if args.checkpoint:
+        from scenimefy.inference.translate import load_translator
+
+        g = load_translator(args.checkpoint, dev)
+    else:
+        g = paper_generator(gain=0.3).to(dev)
+    arch = dict(getattr(g, "arch", {}) or {"ngf": 64, "n_blocks": 9})
+    weights = os.path.basename(args.checkpoint) if args.checkpoint else "random (Xavier gain 0.3)"
     xs = [from_uint8(f.copy())[0] for f in frames]
     rows = []
     for smoothing in args.smoothing:
@@ -134,6 +145,9 @@ def video_part(args) -> list[dict]:
                 "source_warping_error": round(source_error, 4),
                 "flicker": round(flicker(outs, frames), 4),
                 "frames_per_s": round(len(frames) / seconds, 3),
+                "weights": weights,
+                "arch": arch,
+                "load_avg_1m": round(os.getloadavg()[0], 2),
             }
         )
         print(json.dumps(rows[-1]), flush=True)
@@ -161,6 +175,8 @@ def video_part(args) -> list[dict]:
             "frames": report.frames,
             "size": f"{report.width}x{report.height}",
             "frames_per_s": round(report.frames_per_second, 3),
+            "weights": weights,
+            "load_avg_1m": round(os.getloadavg()[0], 2),
         }
     )
     print(json.dumps(rows[-1]), flush=True)
@@ -174,6 +190,7 @@ def main() -> None:
     p.add_argument("--sizes", default="256,1024", help="square image sides for the backends part")
     p.add_argument("--steps", type=int, default=4, help="timed passes at <= 512 px (half above, at least 2)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch and onnxruntime threads")
+    p.add_argument("--checkpoint", default="", help="video part: this generator (default: random paper weights)")
     p.add_argument("--photo", default=str(PHOTO), help="the photo the video part pans across")
     p.add_argument("--frames", type=int, default=24)
     p.add_argument("--clip-width", type=int, default=256)

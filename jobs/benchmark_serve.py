@@ -1,10 +1,13 @@
 """Load-test `scenimefy serve` and compare it with `scenimefy translate` on the same images.
 
 N concurrent loopback clients send photos to POST /v1/translate for a bounded time; every
-response is checked (status, size, and pixels within 1 level of the offline translation of the
-same image), and throughput, p50/p95/p99 latency, the batch sizes the server formed
-(X-Batch-Size) and errors are reported. The offline baseline is `translate_paths`, the engine
-of `scenimefy translate`, on the same files with the same torch threads. Examples:
+response is checked once the window is over (status, size, and pixels within 1 level of the
+offline translation of the same image), and throughput, p50/p95/p99 latency, the batch sizes
+the server formed (X-Batch-Size), errors and the CPU time per request of each process (the
+Serve proxy, the ingress, the translator replica, the clients; from /proc) are reported. The
+offline baseline is `translate_paths`, the engine of `scenimefy translate`, on the same files
+with the same torch threads, repeated for as long as a load window (so both see the machine's
+load alike). Examples:
 
     python jobs/benchmark_serve.py --photos ../shared/data/photos --clients 8 --seconds 30
     python jobs/benchmark_serve.py --checkpoint runs/x/generator.pt --batch-sizes 1,8 --size 512
@@ -70,27 +73,66 @@ def prepare_images(photos: str, size: int, count: int, out_dir: Path) -> list[Pa
     return paths
 
 
-def offline(checkpoint: str, paths: list[Path], batch_size: int, out_dir: Path, device: str = "cpu") -> dict:
-    """img/s of `scenimefy translate`'s engine on the files (decode, translate, write PNG)."""
+def offline(
+    checkpoint: str, paths: list[Path], batch_size: int, out_dir: Path, device: str = "cpu", seconds: float = 0.0
+) -> dict:
+    """img/s of `scenimefy translate`'s engine on the files (decode, translate, write PNG), repeated
+    over the files for at least `seconds`, so it sees the machine's load over as long a window as
+    a served run does."""
     generator = load_translator(checkpoint, device)
     translate_paths(generator, paths[:batch_size], out_dir / "warmup", batch_size=batch_size, max_side=0, tile=0,
                     tile_overlap=0, device=device, progress=False)  # fmt: skip
     started = time.perf_counter()
-    report = translate_paths(generator, paths, out_dir / f"offline_b{batch_size}", batch_size=batch_size,
-                             max_side=0, tile=0, tile_overlap=0, device=device, progress=False)  # fmt: skip
-    seconds = time.perf_counter() - started
-    assert len(report.written) == len(paths), report.skipped
-    return {"mode": "offline translate", "batch_size": batch_size, "images": len(paths), "seconds": seconds,
-            "throughput_img_s": len(paths) / seconds}  # fmt: skip
+    done = passes = 0
+    while passes == 0 or time.perf_counter() - started < seconds:
+        report = translate_paths(generator, paths, out_dir / f"offline_b{batch_size}_{passes}", batch_size=batch_size,
+                                 max_side=0, tile=0, tile_overlap=0, device=device, progress=False)  # fmt: skip
+        assert len(report.written) == len(paths), report.skipped
+        done += len(paths)
+        passes += 1
+    elapsed = time.perf_counter() - started
+    return {"mode": "offline translate", "batch_size": batch_size, "images": done, "seconds": elapsed,
+            "throughput_img_s": done / elapsed, "load_avg_1m": round(os.getloadavg()[0], 2)}  # fmt: skip
+
+
+def process_cpu_seconds() -> dict[str, float]:
+    """CPU seconds (user + system) so far of this machine's processes by role: the Serve proxy, each
+    application's ingress and translator replicas (`<app>:Api`, `<app>:Translator`) and this
+    process (the load-generating clients). Linux only (/proc); empty elsewhere."""
+    roles: dict[str, float] = {}
+    if not os.path.isdir("/proc"):
+        return roles
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(pid) == os.getpid():
+            role = "clients"
+        elif "ProxyActor" in cmd:
+            role = "proxy"
+        elif "ServeReplica:" in cmd:
+            role = cmd.split("ServeReplica:", 1)[1].split()[0]
+        else:
+            continue
+        roles[role] = roles.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return roles
 
 
 def load(url: str, bodies: list[bytes], expected: list[np.ndarray] | None, clients: int, seconds: float) -> dict:
-    """Drive the service from `clients` threads for `seconds`; check every response."""
+    """Drive the service from `clients` threads for `seconds`; check every response afterwards.
+
+    The clients only send and read during the window; the answers are decoded and compared with
+    `expected` once the window is over, so the checking (PNG decoding, a pixel comparison) does
+    not take cores from the service being measured."""
     parts = urllib.parse.urlsplit(url)
     path = parts.path.rstrip("/") + "/v1/translate"
     stop_at = time.perf_counter() + seconds
-    latencies: list[float] = []
-    batches: Counter[int] = Counter()
+    answers: list[tuple[int, float, int, bytes, int]] = []  # (index, seconds, status, body, batch size)
     errors: Counter[str] = Counter()
     lock = threading.Lock()
 
@@ -112,24 +154,11 @@ def load(url: str, bodies: list[bytes], expected: list[np.ndarray] | None, clien
                 conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=300)
                 continue
             dt = time.perf_counter() - t0
-            problem = None
-            if r.status != 200:
-                problem = f"HTTP {r.status}"
-            else:
-                out = np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
-                want = expected[index] if expected is not None else None
-                if want is not None and out.shape != want.shape:
-                    problem = "wrong size"
-                elif want is not None and np.abs(out.astype(int) - want.astype(int)).max() > 1:
-                    problem = "wrong pixels"
             with lock:
-                if problem:
-                    errors[problem] += 1
-                else:
-                    latencies.append(dt)
-                    batches[int(r.getheader("X-Batch-Size", "0"))] += 1
+                answers.append((index, dt, r.status, body, int(r.getheader("X-Batch-Size", "0"))))
         conn.close()
 
+    cpu_before = process_cpu_seconds()
     started = time.perf_counter()
     threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
     for t in threads:
@@ -137,6 +166,32 @@ def load(url: str, bodies: list[bytes], expected: list[np.ndarray] | None, clien
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - started  # includes the requests in flight at the deadline
+    cpu_after = process_cpu_seconds()
+    app = parts.path.strip("/")
+    cpu_ms = {}
+    for role, total in cpu_after.items():
+        if role in ("proxy", "clients") or role.startswith(f"{app}:"):
+            cpu_ms[role.removeprefix(f"{app}:")] = round(
+                1000 * (total - cpu_before.get(role, 0.0)) / max(1, len(answers)), 2
+            )
+    latencies: list[float] = []
+    batches: Counter[int] = Counter()
+    for index, dt, status, body, batch in answers:
+        problem = None
+        if status != 200:
+            problem = f"HTTP {status}"
+        else:
+            out = np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
+            want = expected[index] if expected is not None else None
+            if want is not None and out.shape != want.shape:
+                problem = "wrong size"
+            elif want is not None and np.abs(out.astype(int) - want.astype(int)).max() > 1:
+                problem = "wrong pixels"
+        if problem:
+            errors[problem] += 1
+        else:
+            latencies.append(dt)
+            batches[batch] += 1
     lat = np.array(latencies) * 1000 if latencies else np.array([float("nan")])
     return {
         "clients": clients,
@@ -148,6 +203,8 @@ def load(url: str, bodies: list[bytes], expected: list[np.ndarray] | None, clien
         "p95_ms": float(np.percentile(lat, 95)),
         "p99_ms": float(np.percentile(lat, 99)),
         "batch_sizes": {str(k): v for k, v in sorted(batches.items())},
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "cpu_ms_per_request": cpu_ms,  # CPU time per answer by process (Linux)
     }
 
 
@@ -194,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.url:
             for r in range(args.rounds):
                 for b in sizes:
-                    emit({"round": r, **offline(checkpoint, paths, b, work, args.device)})
+                    emit({"round": r, **offline(checkpoint, paths, b, work, args.device, args.seconds)})
                 emit({"round": r, "mode": "serve (running)", **load(args.url, bodies, expected, args.clients,
                                                                     args.seconds)})  # fmt: skip
         else:
@@ -204,6 +261,10 @@ def main(argv: list[str] | None = None) -> int:
             from scenimefy.serve.app import build, serve_config
 
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+            # Ray starts its workers at niceness 15; on a machine shared with other jobs the replicas
+            # would then get a fraction of the CPU share of the offline path (niceness 0) they are
+            # compared with. `scenimefy serve` starts its local Ray the same way (serve/app.py).
+            os.environ.setdefault("RAY_worker_niceness", "0")
             # One application per batch size, each with a replica of --cpus CPUs; only the one under
             # load computes, so they share the same cores in turn.
             ray.init(address="local", num_cpus=args.cpus * len(sizes), include_dashboard=False, log_to_driver=False)
@@ -227,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
                 # load hits every mode alike; the table shows medians over the rounds.
                 for r in range(args.rounds):
                     for b in sizes:
-                        emit({"round": r, **offline(checkpoint, paths, b, work, args.device)})
+                        emit({"round": r, **offline(checkpoint, paths, b, work, args.device, args.seconds)})
                     for b in sizes:
                         url = f"http://127.0.0.1:{port}/b{b}/"
                         row = load(url, bodies, expected, args.clients, args.seconds)
@@ -238,6 +299,11 @@ def main(argv: list[str] | None = None) -> int:
     append_json_lines(args.json_out, rows)
 
     print(f"\nmedians over {args.rounds} round(s) (min-max):")
+    loads = [r["load_avg_1m"] for r in rows[1:] if "load_avg_1m" in r]
+    if loads:
+        print(
+            f"1-minute load average during the runs: {min(loads):.1f}-{max(loads):.1f} (median {np.median(loads):.1f})"
+        )
     print("| mode | batch | clients | img/s | p50 ms | p95 ms | p99 ms | batch sizes formed | checked | errors |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     groups: dict[tuple[str, int], list[dict]] = {}
@@ -250,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
             return f"{np.median(values):{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
 
         if mode.startswith("offline"):
-            print(f"| {mode} | {batch} | | {med('throughput_img_s', '.2f')} | | | | | {len(group) * args.images} | |")
+            done = sum(g["images"] for g in group)
+            print(f"| {mode} | {batch} | | {med('throughput_img_s', '.2f')} | | | | | {done} | |")
             continue
         formed: Counter[str] = Counter()
         for g in group:
@@ -259,6 +326,14 @@ def main(argv: list[str] | None = None) -> int:
         ok, errors = sum(g["ok"] for g in group), sum(sum(g["errors"].values()) for g in group)
         print(f"| {mode} | {batch} | {group[0]['clients']} | {med('throughput_img_s', '.2f')} | {med('p50_ms')} | "
               f"{med('p95_ms')} | {med('p99_ms')} | {shown} | {ok + errors} | {errors} |")  # fmt: skip
+    cpu_rows = [r for r in rows[1:] if r.get("cpu_ms_per_request")]
+    if cpu_rows:
+        print("\nCPU ms per answered request, by process (medians over the rounds):")
+        for batch in sorted({r.get("max_batch_size", 0) for r in cpu_rows}):
+            group = [r["cpu_ms_per_request"] for r in cpu_rows if r.get("max_batch_size", 0) == batch]
+            names = sorted({k for g in group for k in g})
+            shown = ", ".join(f"{k} {np.median([g.get(k, 0.0) for g in group]):.1f}" for k in names)
+            print(f"- batch {batch}: {shown}")
     failed = any(r.get("errors") for r in rows[1:])
     return 1 if failed else 0
 

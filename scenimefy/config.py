@@ -497,6 +497,26 @@ class ServeConfig:
     tile_overlap: int = param(
         32, doc="pixels shared by neighbouring tiles of a large image", affects=RESULTS, unit="px", valid=at_least(0)
     )
+    max_video_upload_mib: float = param(
+        200.0, doc="largest accepted video upload (413 above)", affects=EXECUTION, unit="MiB", valid=above(0)
+    )
+    max_video_pixels: int = param(
+        1_000_000_000,
+        doc="largest accepted video, frames x width x height as translated (413 above; 1e9: 16 s of 1080p at 30 fps)",
+        affects=EXECUTION,
+        unit="px",
+        valid=at_least(1),
+    )
+    video_timeout_s: float = param(
+        1800.0, doc="a video not translated by then is answered 504", affects=EXECUTION, unit="s", valid=above(0)
+    )
+    video_batch_size: int = param(4, doc="video frames per G pass", affects=EXECUTION, unit="frames", valid=at_least(1))
+    video_smoothing: float = param(
+        0.8,
+        doc="videos: weight of past frames in each frame's instance-norm statistics (0: per frame)",
+        affects=RESULTS,
+        valid=between(0, 1, high_open=True),
+    )
 
 
 @dataclass

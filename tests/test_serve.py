@@ -2,7 +2,9 @@
 
 The API (health, model info, translations checked pixel by pixel against the in-process
 translation path), bad inputs (4xx JSON, replica still healthy afterwards), dynamic batching by
-padded size, the bounded queue (503 + Retry-After), and the web page in headless Chromium.
+padded size, the bounded queue (503 + Retry-After), videos (64x48 clips made here: the answer
+against `translate_video`, audio and phone rotation kept, limits and damaged clips), and the web
+page in headless Chromium.
 """
 
 from __future__ import annotations
@@ -114,6 +116,7 @@ def server(tmp_path_factory, ray_local):
     save_translator_snapshot(checkpoint, ResnetGenerator(ngf=8, n_blocks=1), config)
     port = _free_port()
     settings = {"port": port, "device": "cpu", "max_upload_mib": 1.5, "max_pixels": 1_200_000, "max_batch_size": 4}
+    settings["max_video_pixels"] = 100_000  # 64x48 clips: up to 32 frames
     url = start(checkpoint, serve_config(settings))
     try:
         yield Server(url, port, checkpoint)
@@ -223,13 +226,14 @@ def _concurrently(url: str, bodies: list[bytes]) -> list[Reply]:
 
 
 @contextlib.contextmanager
-def _extra_app(server: Server, name: str, settings: dict):
-    """A second application with other settings, under /<name>/, deleted afterwards."""
+def _extra_app(server: Server, name: str, settings: dict, checkpoint: str | None = None):
+    """A second application with other settings (or another checkpoint), under /<name>/, deleted afterwards."""
     from ray import serve
 
     from scenimefy.serve.app import build, serve_config
 
-    serve.run(build(server.checkpoint, serve_config({"device": "cpu", **settings})), name=name, route_prefix=f"/{name}")
+    app = build(checkpoint or server.checkpoint, serve_config({"device": "cpu", **settings}))
+    serve.run(app, name=name, route_prefix=f"/{name}")
     try:
         yield f"{server.url}{name}/"
     finally:
@@ -294,6 +298,96 @@ def test_a_translation_over_the_request_timeout_is_504(server):
 
 
 # ----------------------------------------------------------------------------------------
+# Videos
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    """64x48 clips panning across noise: mp4 with audio (6 frames), too long (40 frames), a portrait
+    phone clip in webm (display matrix: 90 degrees), a plain webm, and the mp4 cut in half."""
+    from test_video import write_clip
+
+    from scenimefy.inference.video import pan_zoom_clip
+
+    folder = tmp_path_factory.mktemp("clips")
+    photo = noise(120, 160, 50)
+    short, _ = pan_zoom_clip(photo, 6, 64, 48)
+    long, _ = pan_zoom_clip(photo, 40, 64, 48)
+    made = {
+        "short": write_clip(folder / "pan.mp4", short, fps=12),
+        "long": write_clip(folder / "long.mp4", long, fps=12, audio=False),
+        "phone": write_clip(folder / "phone.webm", short, fps=12, rotation=90),
+        "webm": write_clip(folder / "pan.webm", short, fps=12, audio=False),
+    }
+    data = made["short"].read_bytes()
+    (folder / "cut.mp4").write_bytes(data[: len(data) // 2])
+    made["cut"] = folder / "cut.mp4"
+    return made
+
+
+def _frames(data: bytes, suffix: str, tmp_path: Path) -> tuple[list[np.ndarray], int, list[bytes]]:
+    """Decoded frames, the rotation players apply, and the audio packets of a video file's bytes."""
+    import av
+
+    path = tmp_path / f"{uuid.uuid4().hex}{suffix}"
+    path.write_bytes(data)
+    with av.open(str(path)) as c:
+        frames = list(c.decode(video=0))
+        rotation = round(frames[0].rotation) % 360
+        arrays = [f.to_ndarray(format="rgb24") for f in frames]
+    with av.open(str(path)) as c:
+        audio = [bytes(p) for p in c.demux(audio=0) if p.size] if c.streams.audio else []
+    return arrays, rotation, audio
+
+
+def test_a_video_is_translated_like_translate_video(server, clips, tmp_path):
+    from scenimefy.inference.video import translate_video
+
+    src = clips["short"]
+    reply = call(server.url + "v1/translate", src.read_bytes(), "video/mp4")
+    assert reply.status == 200, reply.body[:300]
+    assert reply.headers["content-type"] == "video/mp4"
+    assert reply.headers["x-video-frames"] == "6" and reply.headers["x-video-size"] == "64x48"
+    want = tmp_path / "offline.mp4"
+    translate_video(load_translator(server.checkpoint, "cpu"), src, want, smoothing=0.8, progress=False)
+    got, rotation, audio = _frames(reply.body, ".mp4", tmp_path)
+    offline, _, source_audio = _frames(want.read_bytes(), ".mp4", tmp_path)
+    assert len(got) == len(offline) == 6 and got[0].shape == (48, 64, 3) and rotation == 0
+    for a, b in zip(got, offline, strict=True):  # the same frames as `scenimefy translate`, up to H.264
+        assert np.abs(a.astype(float) - b.astype(float)).mean() < 1.0
+    assert audio == source_audio and len(audio) > 3  # audio copied packet for packet
+
+
+def test_a_phone_video_keeps_its_rotation_and_container(server, clips, tmp_path):
+    body, ctype = multipart({"max_side": "32", "format": "png"}, ("phone.webm", clips["phone"].read_bytes()))
+    reply = call(server.url + "v1/translate", body, ctype)
+    assert reply.status == 200, reply.body[:300]
+    assert reply.headers["content-type"] == "video/webm"
+    assert 'filename="phone_anime.webm"' in reply.headers["content-disposition"]
+    assert reply.headers["x-video-rotation"] == "90" and reply.headers["x-video-size"] == "32x24"
+    frames, rotation, _ = _frames(reply.body, ".webm", tmp_path)
+    assert len(frames) == 6 and frames[0].shape == (24, 32, 3) and rotation == 90  # shown as 24x32 portrait
+
+
+@pytest.mark.parametrize(
+    "clip, name, status, words",
+    [
+        ("long", "long.mp4", 413, "40 frames of 64x48 = 122880 pixels, over the limit of 100000"),
+        ("cut", "cut.mp4", 422, "damaged or truncated"),
+        (None, "notes.mp4", 415, "not a readable video"),
+    ],
+    ids=["too-many-frames", "truncated", "not-a-video"],
+)
+def test_bad_videos_are_4xx_json_errors(server, clips, clip, name, status, words):
+    data = clips[clip].read_bytes() if clip else b"this is not a video, only text " * 20
+    body, ctype = multipart({}, (name, data))
+    reply = call(server.url + "v1/translate", body, ctype)
+    assert reply.status == status, reply.body[:300]
+    assert words in reply.json()["error"] and name in reply.json()["error"]
+    assert call(server.url + "healthz").status == 200
+
+
+# ----------------------------------------------------------------------------------------
 # The web page in a real browser
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
@@ -322,18 +416,34 @@ def browser():
         driver.quit()
 
 
-def test_the_page_translates_a_photo_in_a_browser(server, browser, photos_dir, tmp_path):
+def _drop_and_wait(browser, url: str, files: list[Path], model_text: str) -> None:
+    """Open the page at `url`, choose `files` and wait until every card is done or failed."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    photos = [photos_dir / "hf_6.jpg", photos_dir / "hf_2.jpg"]
-    browser.get(server.url)
+    browser.get(url)
     assert "scenimefy" in browser.title
-    WebDriverWait(browser, 60).until(lambda d: "ngf 8" in d.find_element(By.ID, "model").text)
-    browser.find_element(By.ID, "files").send_keys("\n".join(str(p) for p in photos))
+    WebDriverWait(browser, 60).until(lambda d: model_text in d.find_element(By.ID, "model").text)
+    browser.find_element(By.ID, "files").send_keys("\n".join(str(p) for p in files))
     WebDriverWait(browser, TIMEOUT).until(
-        lambda d: len(d.find_elements(By.CSS_SELECTOR, ".card.done, .card.failed")) == len(photos)
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, ".card.done, .card.failed")) == len(files)
     )
+
+
+def _slide(browser, card, value: int) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.execute_script(
+        f"const s = arguments[0]; s.value = {value}; s.dispatchEvent(new Event('input'))",
+        card.find_element(By.CSS_SELECTOR, "input.slider"),
+    )
+
+
+def test_the_page_translates_a_photo_in_a_browser(server, browser, photos_dir, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    photos = [photos_dir / "hf_6.jpg", photos_dir / "hf_2.jpg"]
+    _drop_and_wait(browser, server.url, photos, "ngf 8")
     for photo in photos:
         width, height = decode_image(photo.read_bytes()).size
         card = browser.find_element(By.XPATH, f"//article[.//span[@class='name' and text()='{photo.name}']]")
@@ -347,10 +457,7 @@ def test_the_page_translates_a_photo_in_a_browser(server, browser, photos_dir, t
     assert browser.find_element(By.ID, "download-all").is_enabled()
     assert browser.find_element(By.ID, "summary").text == "2 done"
     # the before/after slider moves the split
-    browser.execute_script(
-        "const s = arguments[0]; s.value = 70; s.dispatchEvent(new Event('input'))",
-        card.find_element(By.CSS_SELECTOR, "input.slider"),
-    )
+    _slide(browser, card, 70)
     pos = browser.execute_script(
         "return arguments[0].style.getPropertyValue('--pos')", card.find_element(By.CSS_SELECTOR, ".compare")
     )
@@ -358,8 +465,41 @@ def test_the_page_translates_a_photo_in_a_browser(server, browser, photos_dir, t
     shot = tmp_path / "serve-page.png"
     assert browser.save_screenshot(str(shot))
     assert Image.open(shot).size[0] > 0
-    if os.environ.get("SCENIMEFY_UPDATE_SCREENSHOT") == "1":  # refresh the README's picture
-        shutil.copyfile(shot, REPO / "docs" / "serve-page.png")
+
+
+def test_the_page_plays_a_translated_video(server, browser, clips):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    _drop_and_wait(browser, server.url, [clips["webm"]], "ngf 8")
+    card = browser.find_element(By.CSS_SELECTOR, ".card")
+    assert "done" in card.get_attribute("class").split(), card.find_element(By.CSS_SELECTOR, ".detail").text
+    assert card.find_element(By.CSS_SELECTOR, ".detail").text.startswith("6 frames · 64×48")
+    player = card.find_element(By.CSS_SELECTOR, "video.video-result")
+    WebDriverWait(browser, 60).until(lambda d: d.execute_script("return arguments[0].readyState", player) >= 1)
+    assert browser.execute_script("return [arguments[0].videoWidth, arguments[0].videoHeight]", player) == [64, 48]
+    assert player.is_displayed() and not card.find_element(By.CSS_SELECTOR, "img.result").is_displayed()
+    assert card.find_element(By.CSS_SELECTOR, "a.download").get_attribute("download") == "pan_anime.webm"
+
+
+@pytest.mark.skipif(
+    os.environ.get("SCENIMEFY_UPDATE_SCREENSHOT") != "1", reason="refreshes docs/serve-page.png when asked"
+)
+def test_refresh_the_readme_screenshot(server, browser, photos_dir):
+    """SCENIMEFY_UPDATE_SCREENSHOT=1 [SCENIMEFY_SCREENSHOT_CHECKPOINT=runs/x/generator.pt]: the page
+    serving that checkpoint (default: the tiny untrained one, whose output is grey) after translating
+    two photos, written to docs/serve-page.png."""
+    from selenium.webdriver.common.by import By
+
+    checkpoint = os.environ.get("SCENIMEFY_SCREENSHOT_CHECKPOINT") or server.checkpoint
+    photos = [photos_dir / "hf_6.jpg", photos_dir / "hf_2.jpg", photos_dir / "ag_2.jpg"]
+    with _extra_app(server, "shot", {}, checkpoint) as url:
+        _drop_and_wait(browser, url, photos, "ngf")
+        cards = browser.find_elements(By.CSS_SELECTOR, ".card.done")
+        assert len(cards) == len(photos)
+        for card, value in zip(cards, (35, 50, 65), strict=False):
+            _slide(browser, card, value)
+        assert browser.save_screenshot(str(REPO / "docs" / "serve-page.png"))
 
 
 def test_the_page_shows_a_per_file_error(server, browser, tmp_path):

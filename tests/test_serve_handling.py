@@ -154,3 +154,57 @@ def test_serve_command_refuses_a_wrong_checkpoint_in_one_line(tmp_path, capsys):
     assert err.startswith("scenimefy serve: error:")
     assert "G.pt is not a checkpoint: it is not a PyTorch weights file" in err
     assert len(err.splitlines()) == 1
+
+
+def test_videos_are_recognised_by_their_first_bytes():
+    mp4 = b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00"
+    assert handling.video_container(mp4, "upload") == ".mp4"
+    assert handling.video_container(mp4, "clip.MOV") == ".mov"
+    assert handling.video_container(b"\x00\x00\x00\x14ftypqt  ", "x") == ".mov"
+    assert handling.video_container(b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01\x42\x82\x84webm", "x") == ".webm"
+    assert handling.video_container(b"\x1a\x45\xdf\xa3\xa3\x42\x82\x88matroska", "x") == ".mkv"
+    # HEIC and AVIF photos are ISO files too, and images
+    assert handling.video_container(b"\x00\x00\x00\x18ftypheic", "IMG_1.HEIC") is None
+    assert handling.video_container(b"\x00\x00\x00\x1cftypavif", "a") is None
+    assert handling.video_container(_png(4, 4), "a.png", "image/png") is None
+    # a name or media type alone: checked by the probe (415 when it is no video)
+    assert handling.video_container(b"junk", "a.webm") == ".webm"
+    assert handling.video_container(b"junk", "upload", "video/quicktime; codecs=x") == ".mov"
+    assert handling.video_result_name("dir/My clip.MOV", ".mov") == "My_clip_anime.mov"
+
+
+def test_check_video_names_the_problem(tmp_path):
+    av = pytest.importorskip("av")
+    from fractions import Fraction
+
+    path = tmp_path / "c.mp4"
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=10)
+        vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p"
+        for i in range(5):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 40 * i, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 10)
+            for p in vs.encode(frame):
+                out.mux(p)
+        for p in vs.encode():
+            out.mux(p)
+    data = path.read_bytes()
+    plan = handling.check_video(data, "c.mp4", max_side=0, max_pixels=64 * 48 * 5)
+    assert (plan.width, plan.height, plan.frames, plan.max_frames, plan.rotation) == (64, 48, 5, 5, 0)
+    assert handling.check_video(data, "c.mp4", max_side=32, max_pixels=32 * 24 * 6).max_frames == 6
+    cases = [
+        (dict(max_pixels=64 * 48 * 4), 413, "5 frames of 64x48 = 15360 pixels, over the limit of 12288"),
+        (dict(max_pixels=100), 413, "5 frames of 64x48 = 15360 pixels, over the limit of 100;"),
+        (dict(max_side=6), 422, "frames of 6x4 are too small"),
+    ]
+    for kwargs, status, words in cases:
+        with pytest.raises(ApiError) as e:
+            handling.check_video(data, "c.mp4", **{"max_side": 0, "max_pixels": 10**9, **kwargs})
+        assert e.value.status == status and words in e.value.message and "\n" not in e.value.message
+    for bad, status, words in [
+        (data[: len(data) // 2], 422, "damaged or truncated"),
+        (b"not a video at all" * 10, 415, "not a readable video"),
+    ]:
+        with pytest.raises(ApiError) as e:
+            handling.check_video(bad, "c.mp4", max_side=0, max_pixels=10**9)
+        assert e.value.status == status and words in e.value.message and "c.mp4" in e.value.message

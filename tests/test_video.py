@@ -24,10 +24,12 @@ from scenimefy.inference.translate import save_translator_snapshot, translate_ba
 from scenimefy.inference.video import (
     StatisticsSmoother,
     VideoError,
+    VideoLimitError,
     flicker,
     output_size,
     pan_zoom_clip,
     plan_videos,
+    probe_video,
     translate_frames,
     translate_video,
     warping_error,
@@ -52,15 +54,24 @@ def _photo() -> np.ndarray:
 
 
 def write_clip(
-    path: Path, frames: list[np.ndarray], *, fps: int = 12, audio: bool = True, codec: str | None = None
+    path: Path,
+    frames: list[np.ndarray],
+    *,
+    fps: int = 12,
+    audio: bool = True,
+    codec: str | None = None,
+    rotation: int = 0,
 ) -> Path:
-    """Encode frames (and a 440 Hz tone as long as the clip) with PyAV."""
+    """Encode frames (and a 440 Hz tone as long as the clip) with PyAV; `rotation` (counter-clockwise
+    degrees) is written as the display matrix a phone writes for a portrait video."""
     ext = path.suffix.lower()
     codec = codec or ("libvpx-vp9" if ext == ".webm" else "libx264")
     h, w = frames[0].shape[:2]
     with av.open(str(path), "w") as out:
         vs = out.add_stream(codec, rate=fps)
         vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+        if rotation:
+            vs.set_display_rotation(rotation)
         if audio:
             acodec = "libopus" if ext == ".webm" else "aac"
             rate = 48000
@@ -141,6 +152,42 @@ def test_per_frame_mode_is_translate_batch_and_smoothing_ignores_the_batch_size(
     assert (a[-1] - per_frame[-1]).abs().max() > 1e-3  # later frames are normalised differently
 
 
+class _RecordingLock:
+    """A lock that records, at each acquire and release, whether G's instance norms carry hooks."""
+
+    def __init__(self, generator: torch.nn.Module):
+        self.norms = [m for m in generator.modules() if isinstance(m, torch.nn.InstanceNorm2d)]
+        self.events: list[tuple[str, bool]] = []
+
+    def hooked(self) -> bool:
+        return any(m._forward_hooks for m in self.norms)
+
+    def __enter__(self):
+        self.events.append(("acquire", self.hooked()))
+        return self
+
+    def __exit__(self, *exc):
+        self.events.append(("release", self.hooked()))
+        return False
+
+
+def test_the_pass_lock_is_held_per_pass_and_the_smoothing_hooks_only_inside_it():
+    # A server shares G between a video and other requests: between two passes G must be plain.
+    g = _generator()
+    frames, _ = pan_zoom_clip(_photo(), 7, 40, 28)
+    xs = [from_uint8(f.copy())[0] for f in frames]
+    lock = _RecordingLock(g)
+    seen_between = []
+    ys = []
+    for y in translate_frames(g, xs, batch_size=3, smoothing=0.7, pass_lock=lock):
+        seen_between.append(lock.hooked())
+        ys.append(y)
+    assert lock.events == [("acquire", False), ("release", False)] * 3  # passes of 3, 3 and 1 frames
+    assert seen_between == [False] * 7
+    for a, b in zip(ys, translate_frames(g, xs, batch_size=7, smoothing=0.7), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)  # the same smoothing as without a lock
+
+
 @needs_photos
 def test_smoothing_reduces_flicker_on_a_panning_zooming_clip():
     g = _generator(ngf=16, n_blocks=3)
@@ -203,6 +250,46 @@ def test_max_side_and_webm(tmp_path):
     assert info["size"] == (50, 30) == (report.width, report.height)
     assert info["video_codec"] == "vp9" and info["audio"] == ["opus"]
     assert output_size(101, 61, 0) == (100, 60)  # 4:2:0 needs even sides
+
+
+def _first_frame_rotation(path: Path) -> tuple[int, tuple[int, int]]:
+    """The rotation players apply (read from the decoded frame's display matrix) and the stored size."""
+    with av.open(str(path)) as c:
+        frame = next(c.decode(video=0))
+        return round(frame.rotation) % 360, (frame.width, frame.height)
+
+
+@pytest.mark.parametrize("ext, rotation", [(".mp4", 90), (".mov", -90), (".webm", 180)])
+def test_phone_rotation_is_kept_on_the_output(tmp_path, ext, rotation):
+    # a portrait phone video: 64x48 frames as stored, shown turned (48x64 for +-90 degrees)
+    frames, _ = pan_zoom_clip(_photo(), 4, 64, 48)
+    src = write_clip(tmp_path / f"phone{ext}", frames, fps=10, rotation=rotation)
+    info = probe_video(src)
+    assert (info.width, info.height, info.rotation, info.frames, info.audio_streams) == (64, 48, rotation, 4, 1)
+    assert info.display_size == ((48, 64) if rotation % 180 else (64, 48))
+    dst = tmp_path / "out" / f"phone{ext}"
+    report = translate_video(_generator(), src, dst, smoothing=0.5, progress=False)
+    assert report.rotation == rotation and (report.width, report.height) == (64, 48)
+    assert _first_frame_rotation(dst) == (rotation % 360, (64, 48))  # translated as stored, turned by the player
+    assert probe_video(dst).display_matrix == info.display_matrix
+    plain = write_clip(tmp_path / "plain.mp4", frames, fps=10, audio=False)
+    assert probe_video(plain).display_matrix is None and probe_video(plain).rotation == 0
+    translate_video(_generator(), plain, tmp_path / "out" / "plain.mp4", progress=False)
+    assert _first_frame_rotation(tmp_path / "out" / "plain.mp4") == (0, (64, 48))
+
+
+def test_frame_and_time_limits_stop_a_video_and_leave_no_output(tmp_path, clip):
+    import time
+
+    src, frames = clip
+    g = _generator()
+    with pytest.raises(VideoLimitError, match=r"more than 4 frames, over the limit"):
+        translate_video(g, src, tmp_path / "out" / "a.mp4", max_frames=4, progress=False)
+    with pytest.raises(VideoLimitError, match=r"not done in time after 0 frame"):
+        translate_video(g, src, tmp_path / "out" / "b.mp4", deadline=time.monotonic() - 1, progress=False)
+    assert os.listdir(tmp_path / "out") == []
+    report = translate_video(g, src, tmp_path / "out" / "c.mp4", max_frames=len(frames), progress=False)
+    assert report.frames == len(frames)
 
 
 def test_bad_videos_are_one_line_errors_and_leave_no_output(tmp_path, clip):

@@ -6,6 +6,11 @@ frame rate and timestamps; audio streams are copied packet for packet. The outpu
 source's (mp4, mov, mkv, webm): H.264 video in mp4/mov/mkv, VP9 in webm, so the copied audio is
 always one the container accepts.
 
+Rotation: a phone stores a portrait video as landscape frames plus a display matrix (the
+`rotate` of older tools) telling players to turn them. Frames are translated as stored and the
+source's display matrix is written on the output stream, so players show the result upright,
+exactly as they show the source (README "Video"). `probe_video` reads it with the sizes.
+
 Temporal stability: G normalises every layer with the frame's own instance-norm statistics, so
 content entering or leaving the picture shifts the colours of the whole frame and the video
 flickers. With `smoothing` > 0 every InstanceNorm2d normalises frame t with an exponential moving
@@ -46,6 +51,10 @@ class VideoError(ValueError):
     """A video that cannot be translated (unreadable, no video stream, no frames); one line."""
 
 
+class VideoLimitError(VideoError):
+    """A video over a caller's limit (`max_frames`, `deadline` of `translate_video`); one line."""
+
+
 def is_video(path: str | os.PathLike) -> bool:
     return os.fspath(path).lower().endswith(VIDEO_EXTENSIONS)
 
@@ -62,6 +71,7 @@ class VideoReport:
     fps: float  # the source's average frame rate
     seconds: float  # wall time of decoding, translating and encoding
     audio_streams: int = 0
+    rotation: int = 0  # counter-clockwise degrees players turn the frames by (the display matrix)
 
     @property
     def frames_per_second(self) -> float:
@@ -108,13 +118,21 @@ def has_instance_norm(generator: torch.nn.Module) -> bool:
 
 @torch.inference_mode()
 def translate_frames(
-    generator: torch.nn.Module, frames: Iterable[Tensor], *, batch_size: int = 4, smoothing: float = 0.0
+    generator: torch.nn.Module,
+    frames: Iterable[Tensor],
+    *,
+    batch_size: int = 4,
+    smoothing: float = 0.0,
+    pass_lock: contextlib.AbstractContextManager | None = None,
 ) -> Iterator[Tensor]:
     """Translate a sequence of (3, H, W) frames in [-1, 1] of one size, `batch_size` per G pass.
 
     Yields the (3, H, W) translations in order. `smoothing` > 0 smooths the instance-norm
     statistics over time (`StatisticsSmoother`); it needs a PyTorch generator (a ValueError for
-    a backend without InstanceNorm2d modules, such as onnxruntime).
+    a backend without InstanceNorm2d modules, such as onnxruntime). `pass_lock` (a
+    `threading.Lock`, say) is held around each G pass, and the smoothing hooks are on the
+    generator only inside it, so a server can share one generator between a video and other
+    requests, their passes taking turns.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size}: expected >= 1")
@@ -124,17 +142,23 @@ def translate_frames(
             f"smoothing={smoothing} needs the PyTorch generator (its instance norms); "
             "use --backend torch or translate.video_smoothing=0"
         )
-    with contextlib.ExitStack() as stack:
-        if smoothing > 0:
-            stack.enter_context(_instance_norm_statistics(generator, {}, record=False, mix=smoother))
-        batch: list[Tensor] = []
-        for frame in frames:
-            batch.append(frame)
-            if len(batch) == batch_size:
-                yield from translate_batch(generator, batch)
-                batch = []
-        if batch:
-            yield from translate_batch(generator, batch)
+
+    def run(batch: list[Tensor]) -> list[Tensor]:
+        with contextlib.ExitStack() as stack:
+            if pass_lock is not None:
+                stack.enter_context(pass_lock)
+            if smoothing > 0:
+                stack.enter_context(_instance_norm_statistics(generator, {}, record=False, mix=smoother))
+            return translate_batch(generator, batch)
+
+    batch: list[Tensor] = []
+    for frame in frames:
+        batch.append(frame)
+        if len(batch) == batch_size:
+            yield from run(batch)
+            batch = []
+    if batch:
+        yield from run(batch)
 
 
 def flicker(outputs: Sequence[np.ndarray | Tensor], inputs: Sequence[np.ndarray | Tensor]) -> float:
@@ -184,19 +208,100 @@ def output_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     return max(2, width - width % 2), max(2, height - height % 2)
 
 
-def _open_input(src: str):
+def _open_input(src, name: str | None = None):
+    """An open container with a video stream; `src` is a path or a seekable binary file."""
     import av
 
+    name = name or (src if isinstance(src, str) else "upload")
     try:
         container = av.open(src)
     except av.FFmpegError as e:
-        raise VideoError(f"{src}: not a readable video ({_one_line(e)})") from None
+        raise VideoError(f"{name}: not a readable video ({_one_line(e)})") from None
     except OSError as e:
-        raise VideoError(f"{src}: cannot open ({_one_line(e)})") from None
+        raise VideoError(f"{name}: cannot open ({_one_line(e)})") from None
+    if not container.streams:
+        container.close()
+        raise VideoError(f"{name}: not a readable video (no stream found in it)")
     if not container.streams.video:
         container.close()
-        raise VideoError(f"{src}: no video stream (expected a video file: {' '.join(VIDEO_EXTENSIONS)})")
+        raise VideoError(f"{name}: no video stream (expected a video file: {' '.join(VIDEO_EXTENSIONS)})")
     return container
+
+
+# FFmpeg's display matrix (9 int32: 16.16 fixed point, the last column 2.30) of an unturned picture.
+IDENTITY_MATRIX = (1 << 16, 0, 0, 0, 1 << 16, 0, 0, 0, 1 << 30)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What `probe_video` reads from a video's header and first frame."""
+
+    width: int  # the frames as stored (and translated)
+    height: int
+    frames: int  # the container's frame count, else duration x frame rate; 0 when neither is given
+    fps: float
+    rotation: int  # counter-clockwise degrees in (-180, 180] players turn the stored frames by
+    display_matrix: tuple[int, ...] | None  # FFmpeg's 3x3 matrix, None when the frames are shown as stored
+    audio_streams: int
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """(width, height) as players show the video: the stored size turned by `rotation`."""
+        return (self.height, self.width) if self.rotation % 180 else (self.width, self.height)
+
+
+def _degrees(angle: float | None) -> int:
+    """An angle in whole degrees in (-180, 180]."""
+    degrees = round(angle or 0) % 360
+    return degrees - 360 if degrees > 180 else degrees
+
+
+def probe_video(src, name: str | None = None) -> VideoInfo:
+    """Sizes, frame count, rate and display matrix of a video (a path or a seekable binary file),
+    decoding only its first frame. VideoError (one line) for what `translate_video` would refuse:
+    unreadable, no video stream, a codec FFmpeg cannot decode, no frames."""
+    import av
+
+    name = name or (os.fspath(src) if isinstance(src, (str, os.PathLike)) else "upload")
+    container = _open_input(os.fspath(src) if isinstance(src, os.PathLike) else src, name)
+    try:
+        vin = container.streams.video[0]
+        if vin.codec_context is None:
+            raise VideoError(f"{name}: FFmpeg cannot decode the video codec of this file")
+        rate = vin.average_rate or vin.guessed_rate or Fraction(25)
+        frames = vin.frames
+        if not frames and vin.duration and vin.time_base:
+            frames = round(float(vin.duration * vin.time_base * rate))
+        elif not frames and container.duration:
+            frames = round(container.duration / 1e6 * float(rate))
+        first = None
+        try:
+            for frame in container.decode(vin):
+                first = frame
+                break
+        except av.FFmpegError as e:
+            raise VideoError(f"{name}: cannot decode its first frame ({_one_line(e)})") from None
+        if first is None:
+            raise VideoError(f"{name}: the video stream has no frames")
+        matrix = None
+        try:
+            side = first.side_data.get("DISPLAYMATRIX") if first.side_data else None
+        except (KeyError, TypeError, ValueError):  # a PyAV that keys side data otherwise: no rotation read
+            side = None
+        if side is not None:
+            values = tuple(int(v) for v in np.frombuffer(bytes(side), dtype=np.int32)[:9])
+            matrix = values if len(values) == 9 and values != IDENTITY_MATRIX else None
+        return VideoInfo(
+            width=vin.codec_context.width,
+            height=vin.codec_context.height,
+            frames=int(frames or 0),
+            fps=float(rate),
+            rotation=_degrees(first.rotation) if matrix else 0,
+            display_matrix=matrix,
+            audio_streams=len(container.streams.audio),
+        )
+    finally:
+        container.close()
 
 
 def translate_video(
@@ -210,6 +315,9 @@ def translate_video(
     device: str | torch.device = "cpu",
     memory_budget_gib: float = 0.0,
     progress: bool = True,
+    pass_lock: contextlib.AbstractContextManager | None = None,
+    max_frames: int = 0,
+    deadline: float | None = None,
 ) -> VideoReport:
     """Translate the video `src` into `dst` (same container type; written atomically).
 
@@ -221,6 +329,10 @@ def translate_video(
     FFmpeg cannot decode or a clip without frames; `dst` is then not created, and a run killed
     midway leaves only a hidden temporary file, never a partial `dst`. With a generator that has
     no instance norms (onnxruntime) smoothing is skipped with a note on stderr.
+
+    The source's display matrix (phone rotation) is written on the output unchanged. For a server:
+    `pass_lock` is held around each G pass (`translate_frames`); past `max_frames` frames (0: no
+    limit) or the `deadline` (a `time.monotonic()` value) it stops with a VideoLimitError.
     """
     import time
 
@@ -239,6 +351,7 @@ def translate_video(
         smoothing = 0.0
     started = time.perf_counter()
 
+    info = probe_video(src)
     container = _open_input(src)
     try:
         vin = container.streams.video[0]
@@ -261,6 +374,14 @@ def translate_video(
                 vout = out.add_stream(encoder, rate=rate, options=_ENCODER_OPTIONS.get(encoder, {}))
                 vout.width, vout.height, vout.pix_fmt = width, height, "yuv420p"
                 vout.time_base = vin.time_base
+                if info.display_matrix and hasattr(vout, "set_display_matrix"):
+                    vout.set_display_matrix(info.display_matrix)
+                elif info.display_matrix:  # PyAV before set_display_matrix (2026) cannot write it
+                    tqdm.write(
+                        f"{src}: rotated {info.rotation} degrees by its display matrix, which this PyAV cannot "
+                        "write: the output shows the frames as stored (pip install -U av)",
+                        file=sys.stderr,
+                    )
                 aouts = {a.index: out.add_stream_from_template(a) for a in audio}
                 timestamps: list[tuple[int | None, Fraction | None]] = []
                 bar = tqdm(total=total or None, disable=not progress, unit="frame", desc=os.path.basename(src))
@@ -274,6 +395,10 @@ def translate_video(
                                 out.mux(packet)
                             continue
                         for frame in packet.decode():  # the flush packet drains the decoder
+                            if max_frames and len(timestamps) >= max_frames:
+                                raise VideoLimitError(f"{src}: more than {max_frames} frames, over the limit")
+                            if deadline is not None and time.monotonic() > deadline:
+                                raise VideoLimitError(f"{src}: not done in time after {written} frame(s)")
                             timestamps.append((frame.pts, frame.time_base))
                             rgb = frame.to_ndarray(width=width, height=height, format="rgb24")
                             yield from_uint8(rgb)[0]
@@ -289,7 +414,10 @@ def translate_video(
                     bar.update(1)
 
                 try:
-                    for y in translate_frames(generator, decoded(), batch_size=per_pass, smoothing=smoothing):
+                    ys = translate_frames(
+                        generator, decoded(), batch_size=per_pass, smoothing=smoothing, pass_lock=pass_lock
+                    )
+                    for y in ys:
                         encode(y)
                     if written == 0:
                         raise VideoError(f"{src}: the video stream has no frames")
@@ -312,6 +440,7 @@ def translate_video(
         fps=float(rate),
         seconds=time.perf_counter() - started,
         audio_streams=len(audio),
+        rotation=info.rotation,
     )
 
 

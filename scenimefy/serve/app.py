@@ -6,10 +6,20 @@
       GET  /v1/model                                     batch_wait_timeout_s, grouped by padded size,
       POST /v1/translate  limits, decode, resize   -->   one G pass per group (MemoryPlan-sized);
                           encode the result              images too large for one pass: blended tiles
+                          a video: probe, limits   -->   translate_video(bytes) in a thread, frames
+                                                         a few per pass between the image batches
 
 The ingress enforces the upload and pixel limits and decodes in a thread; the translator's
 handle queue is bounded (`max_queued_requests`), and a full queue is answered 503 with
 Retry-After. Translation is `scenimefy.inference.translate`, the path of `scenimefy translate`.
+
+Videos: the ingress recognises one by its first bytes, probes its header and first frame
+(`handling.check_video`: 413 / 415 / 422 before anything else is decoded) and sends the bytes to
+a replica, which runs `scenimefy.inference.video.translate_video` (the path of `scenimefy
+translate`) in a thread and answers the encoded file. A replica runs one G pass at a time
+(`pass_lock`): a video holds it for one pass of `video_batch_size` frames and releases it while
+it decodes and encodes, so image batches on the same replica wait for the video pass under way,
+not for the whole video. The replica enforces `video_timeout_s` and the frame limit while decoding.
 README "Serve" has the two ways to run it; `build_app` is the builder that Serve config files
 (cluster/serve-scenimefy.yaml) name.
 """
@@ -20,6 +30,8 @@ import asyncio
 import dataclasses
 import logging
 import os
+import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from importlib import resources
@@ -100,6 +112,8 @@ class Translator:
         }
         self.translate_batched.set_max_batch_size(cfg.max_batch_size)
         self.translate_batched.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
+        # One G pass at a time: image batches and the frame batches of videos take turns.
+        self.pass_lock = threading.Lock()
 
     def model_info(self) -> dict[str, Any]:
         return self.info
@@ -112,6 +126,48 @@ class Translator:
         if self.plan.tile_for(*padded_size(h, w), overlap=self.cfg.tile_overlap):
             return await asyncio.to_thread(self._tiled, image), 1
         return await self.translate_batched(image)
+
+    async def translate_video(self, data: bytes, ext: str, max_side: int, max_frames: int) -> dict[str, Any]:
+        """An uploaded video (`ext`: its container) -> {"body": the translated file, "frames", ...},
+        or {"status": 4xx/504, "error": one line} when it fails or passes a limit while decoding."""
+        return await asyncio.to_thread(self._video, data, ext, max_side, max_frames)
+
+    def _video(self, data: bytes, ext: str, max_side: int, max_frames: int) -> dict[str, Any]:
+        from scenimefy.inference.video import VideoError, VideoLimitError, translate_video
+
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="scenimefy-video-") as tmp:
+            src, dst = os.path.join(tmp, f"upload{ext}"), os.path.join(tmp, f"anime{ext}")
+            with open(src, "wb") as f:
+                f.write(data)
+            try:
+                report = translate_video(
+                    self.generator,
+                    src,
+                    dst,
+                    batch_size=self.cfg.video_batch_size,
+                    max_side=max_side,
+                    smoothing=self.cfg.video_smoothing,
+                    device=self.device,
+                    memory_budget_gib=self.cfg.memory_budget_gib,
+                    progress=False,
+                    pass_lock=self.pass_lock,
+                    max_frames=max_frames,
+                    deadline=started + self.cfg.video_timeout_s,
+                )
+            except VideoLimitError as e:
+                reason = str(e).removeprefix(f"{src}: ")
+                if "not done in time" in reason:
+                    return {"status": 504, "error": f"video {reason} (over {self.cfg.video_timeout_s:g} s); "
+                            "send a shorter clip or a smaller max_side"}  # fmt: skip
+                return {"status": 413, "error": f"video: {reason} of serve.max_video_pixels; send a shorter clip"}
+            except VideoError as e:
+                reason = str(e).removeprefix(f"{src}: ")
+                return {"status": 422, "error": f"video: {reason}; the file is damaged or truncated, send it again"}
+            with open(dst, "rb") as f:
+                body = f.read()
+        size = f"{report.width}x{report.height}"
+        return {"body": body, "frames": report.frames, "size": size, "rotation": report.rotation, "fps": report.fps}
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
     async def translate_batched(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, int]]:
@@ -140,7 +196,7 @@ class Translator:
             for start in range(0, len(indices), per_pass):
                 chunk = indices[start : start + per_pass]
                 xs = [from_uint8(images[i].copy())[0] for i in chunk]  # arrays from Ray are read-only
-                with self._autocast():
+                with self.pass_lock, self._autocast():
                     ys = translate_batch(self.generator, xs)
                 for i, y in zip(chunk, ys, strict=True):
                     out[i] = (to_uint8(y.float().cpu()), len(chunk))
@@ -151,7 +207,7 @@ class Translator:
         from scenimefy.inference.translate import padded_size, translate_tiled
 
         tile = self.plan.tile_for(*padded_size(*image.shape[:2]), overlap=self.cfg.tile_overlap)
-        with self._autocast():
+        with self.pass_lock, self._autocast():
             y = translate_tiled(
                 self.generator, from_uint8(image.copy())[0], tile=tile, tile_overlap=self.cfg.tile_overlap, batch_size=1
             )
@@ -194,6 +250,7 @@ class Api:
         self.translator = translator
         self.cfg = ServeConfig(**settings)
         self.max_bytes = int(self.cfg.max_upload_mib * 2**20)
+        self.max_video_bytes = int(self.cfg.max_video_upload_mib * 2**20)
         self.info: dict[str, Any] | None = None
 
     @api.get("/")
@@ -222,18 +279,27 @@ class Api:
             "max_side": self.cfg.max_side,
             "request_timeout_s": self.cfg.request_timeout_s,
             "formats": sorted(set(handling.FORMATS) - {"jpg"}),
+            "max_video_upload_bytes": self.max_video_bytes,
+            "max_video_pixels": self.cfg.max_video_pixels,
+            "video_timeout_s": self.cfg.video_timeout_s,
+            "video_containers": sorted(ext.lstrip(".") for ext in handling.VIDEO_MEDIA_TYPES),
         }
         return {**self.info, "limits": limits}
 
     @api.post("/v1/translate")
     async def translate(self, request: Request) -> Response:
-        """The image as the body (any image media type) or as multipart field `image` (or the
+        """The image or video as the body (any media type) or as multipart field `image` (or the
         first file); options `max_side`, `format` (png | jpeg | webp), `quality` in the query
-        string or as multipart fields. Answers the translated image at the input's size."""
+        string or as multipart fields. Answers the translated image at the input's size, or the
+        translated video in the upload's container (`format` and `quality` are for images)."""
         started = time.perf_counter()
         try:
-            data, name, fields = await self._read_upload(request)
+            data, name, fields, content_type = await self._read_upload(request)
             options = handling.parse_options({**request.query_params, **fields}, self.cfg.max_side)
+            ext = handling.video_container(data, name, content_type)
+            if ext is not None:
+                return await self._video(data, name, ext, options, started)
+            handling.check_size(len(data), self.max_bytes)
             img = await asyncio.to_thread(handling.decode_upload, data, name, self.cfg.max_pixels)
             small = handling.downscale(img, options.max_side)
             array = np.asarray(small, dtype=np.uint8)
@@ -245,7 +311,7 @@ class Api:
             return _error(e.status, e.message, e.headers)
         except Exception as e:  # a server-side failure (a replica lost, out of memory): 500, still JSON
             logger.exception("translation failed")
-            return _error(500, f"the server failed to translate the image ({_reason(e)}); retry or report it")
+            return _error(500, f"the server failed to translate the upload ({_reason(e)}); retry or report it")
         headers = {
             "X-Image-Size": f"{img.size[0]}x{img.size[1]}",
             "X-Translated-Size": f"{small.size[0]}x{small.size[1]}",
@@ -255,21 +321,52 @@ class Api:
         }
         return Response(body, media_type=media_type, headers=headers)
 
-    async def _read_upload(self, request: Request) -> tuple[bytes, str, dict[str, str]]:
-        """(bytes, a name for messages, multipart text fields); 413 past the upload limit."""
+    async def _video(self, data: bytes, name: str, ext: str, options: handling.Options, started: float) -> Response:
+        """Check, translate and answer an uploaded video (ApiError for the 4xx/5xx answers)."""
+        handling.check_size(len(data), self.max_video_bytes, "serve.max_video_upload_mib")
+        plan = await asyncio.to_thread(handling.check_video, data, name, options.max_side, self.cfg.max_video_pixels)
+        response = self.translator.translate_video.remote(data, ext, options.max_side, plan.max_frames)
+        try:
+            # the replica stops at video_timeout_s itself; this bounds a replica that does not answer
+            result = await asyncio.wait_for(response, timeout=self.cfg.video_timeout_s + 60)
+        except BackPressureError:
+            raise ApiError(
+                503,
+                "the server is at capacity (translation queue full); retry after the time in Retry-After",
+                {"Retry-After": str(RETRY_AFTER_S)},
+            ) from None
+        except asyncio.TimeoutError:
+            response.cancel()
+            raise ApiError(504, f"the video took over {self.cfg.video_timeout_s:g} s; send a shorter clip") from None
+        if "error" in result:
+            raise ApiError(result["status"], f"{name}: {result['error']}")
+        headers = {
+            "X-Video-Frames": str(result["frames"]),
+            "X-Video-Size": result["size"],
+            "X-Video-Rotation": str(result["rotation"]),
+            "X-Elapsed-Ms": f"{(time.perf_counter() - started) * 1000:.1f}",
+            "Content-Disposition": f'inline; filename="{handling.video_result_name(name, ext)}"',
+        }
+        return Response(result["body"], media_type=handling.VIDEO_MEDIA_TYPES[ext], headers=headers)
+
+    async def _read_upload(self, request: Request) -> tuple[bytes, str, dict[str, str], str]:
+        """(bytes, a name for messages, multipart text fields, the file's media type); 413 past the
+        upload limit (the video limit until the bytes show what the upload is)."""
         length = request.headers.get("content-length")
         content_type = request.headers.get("content-type", "")
         is_multipart = content_type.startswith("multipart/form-data")
-        limit = self.max_bytes + (MULTIPART_SLACK if is_multipart else 0)
+        most = self.max_bytes if content_type.startswith("image/") else max(self.max_bytes, self.max_video_bytes)
+        setting = "serve.max_upload_mib" if most == self.max_bytes else "serve.max_video_upload_mib"
+        slack = MULTIPART_SLACK if is_multipart else 0
         if length and length.isdigit():
-            handling.check_size(int(length) - (MULTIPART_SLACK if is_multipart else 0), self.max_bytes)
+            handling.check_size(int(length) - slack, most, setting)
         if not is_multipart:
             chunks, total = [], 0
             async for chunk in request.stream():
                 total += len(chunk)
-                handling.check_size(total - (limit - self.max_bytes), self.max_bytes)
+                handling.check_size(total, most, setting)
                 chunks.append(chunk)
-            return b"".join(chunks), request.query_params.get("name", "upload"), {}
+            return b"".join(chunks), request.query_params.get("name", "upload"), {}, content_type
         try:
             form = await request.form(max_files=1, max_fields=16)
         except Exception as e:  # a malformed multipart body or more than one file
@@ -283,9 +380,9 @@ class Api:
                 upload = value
         if upload is None:
             raise ApiError(400, "multipart upload without a file; send the image as field 'image'")
-        data = await upload.read(self.max_bytes + 1)
-        handling.check_size(len(data), self.max_bytes)
-        return data, upload.filename or "upload", fields
+        data = await upload.read(most + 1)
+        handling.check_size(len(data), most, setting)
+        return data, upload.filename or "upload", fields, upload.content_type or ""
 
     async def _translate(self, array: np.ndarray) -> tuple[np.ndarray, int]:
         response = self.translator.remote(array)
@@ -377,6 +474,11 @@ def start(checkpoint: str, cfg: ServeConfig, *, address: str | None = None) -> s
     check_checkpoint(checkpoint)
     if address:
         os.environ["RAY_ADDRESS"] = address
+    else:
+        # A Ray started here runs its workers at niceness 0, not Ray's default of 15: the replicas
+        # answer people waiting, and on a machine shared with other work they would otherwise get
+        # a fraction of its CPU (BENCHMARKS.md, "Serving").
+        os.environ.setdefault("RAY_worker_niceness", "0")
     most = cfg.replicas or cfg.max_replicas
     init_ray(num_cpus_needed=cfg.cpus_per_replica * most)
     app = build(checkpoint, cfg)

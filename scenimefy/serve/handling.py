@@ -2,7 +2,9 @@
 
 Every problem with the input becomes an `ApiError` carrying an HTTP status and one line naming
 the problem and the fix; the ingress answers it as `{"error": ...}` JSON. Decoding goes through
-`scenimefy.data.decode.decode_image`, the decoder of training and `scenimefy translate`.
+`scenimefy.data.decode.decode_image`, the decoder of training and `scenimefy translate`; videos
+are recognised by their first bytes (`video_container`) and checked from their header and first
+frame (`check_video`, `scenimefy.inference.video.probe_video`) before the replica decodes them all.
 """
 
 from __future__ import annotations
@@ -71,12 +73,12 @@ def parse_options(values: Mapping[str, Any], default_max_side: int) -> Options:
     return Options(max_side=max_side, format=fmt, quality=integer("quality", 92, 1, 100))
 
 
-def check_size(num_bytes: int, max_bytes: int) -> None:
+def check_size(num_bytes: int, max_bytes: int, setting: str = "serve.max_upload_mib") -> None:
     if num_bytes > max_bytes:
         raise ApiError(
             413,
             f"upload of {num_bytes} bytes is over the limit of {max_bytes} bytes "
-            f"({max_bytes / 2**20:g} MiB); send a smaller file or raise serve.max_upload_mib",
+            f"({max_bytes / 2**20:g} MiB); send a smaller file or raise {setting}",
         )
 
 
@@ -104,7 +106,10 @@ def decode_upload(data: bytes, name: str, max_pixels: int) -> Image.Image:
     except ImageDecodeError as e:
         message = str(e)
         if "not an image file" in message or "needs pillow-heif" in message:
-            raise ApiError(415, f"{message}; send a JPEG, PNG, WebP, HEIC, TIFF, GIF or BMP image") from None
+            raise ApiError(
+                415,
+                f"{message}; send a JPEG, PNG, WebP, HEIC, TIFF, GIF or BMP image, or an MP4, MOV, MKV or WebM video",
+            ) from None
         if "exceeds the limit" in message or "decompression bomb" in message:
             raise ApiError(413, message) from None
         raise ApiError(422, f"{message}; the file is damaged or truncated, send it again") from None
@@ -137,9 +142,87 @@ def encode(img: Image.Image, options: Options) -> tuple[bytes, str]:
 
 def result_name(upload_name: str, options: Options) -> str:
     """`photo.jpg` -> `photo_anime.png` (the download name the page and Content-Disposition use)."""
+    return f"{_stem(upload_name)}_anime.{FORMATS[options.format][2]}"
+
+
+def _stem(upload_name: str) -> str:
     stem = os.path.splitext(os.path.basename(upload_name or "image"))[0] or "image"
-    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:100]
-    return f"{stem}_anime.{FORMATS[options.format][2]}"
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:100]
+
+
+# ----------------------------------------------------------------------------------------
+# Videos
+
+# Containers the API takes and answers in (the answer keeps the upload's container).
+VIDEO_MEDIA_TYPES = {".mp4": "video/mp4", ".mov": "video/quicktime", ".mkv": "video/x-matroska", ".webm": "video/webm"}
+# ISO base media brands of still images (HEIC, AVIF): an `ftyp` box alone does not make a video.
+_IMAGE_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"}
+
+
+def video_container(data: bytes, name: str, content_type: str = "") -> str | None:
+    """The container extension of an uploaded video (".mp4", ".mov", ".mkv", ".webm"), None for
+    anything else. Recognised by the first bytes (an ISO `ftyp` box of a video brand; an EBML
+    header), else by a video file name or a video/* media type."""
+    ext = os.path.splitext(name or "")[1].lower()
+    if data[4:8] == b"ftyp" and data[8:12] not in _IMAGE_BRANDS:
+        return ".mov" if data[8:12] == b"qt  " or ext == ".mov" else ".mp4"
+    if data[:4] == b"\x1a\x45\xdf\xa3":
+        return ".webm" if b"webm" in data[:64] else ".mkv"
+    if ext in VIDEO_MEDIA_TYPES:
+        return ext
+    by_type = {v: k for k, v in VIDEO_MEDIA_TYPES.items()}
+    return by_type.get(content_type.split(";")[0].strip().lower())
+
+
+def _recognised(data: bytes) -> bool:
+    return data[4:8] == b"ftyp" or data[:4] == b"\x1a\x45\xdf\xa3"
+
+
+@dataclass(frozen=True)
+class VideoPlan:
+    """An accepted video: the probe's facts, the translated frame size and the frame limit."""
+
+    width: int  # translated (and encoded) frame size, after max_side
+    height: int
+    frames: int  # the container's count or estimate, 0 if unknown
+    rotation: int
+    max_frames: int  # the replica stops past this many frames (413)
+
+
+def check_video(data: bytes, name: str, max_side: int, max_pixels: int) -> VideoPlan:
+    """Probe an uploaded video (header and first frame) and enforce serve.max_video_pixels
+    (frames x translated pixels): ApiError 413 (too long or too large), 415 (no video stream, a
+    codec FFmpeg cannot decode, not a video) or 422 (damaged or truncated)."""
+    from scenimefy.inference.video import VideoError, output_size, probe_video
+
+    try:
+        info = probe_video(io.BytesIO(data), name)
+    except VideoError as e:
+        message = str(e)
+        if "no video stream" in message or "cannot decode the video codec" in message:
+            raise ApiError(415, f"{message}; send an H.264, H.265, VP8/9 or AV1 video") from None
+        if "not a readable video" in message and not _recognised(data):
+            raise ApiError(415, f"{message}; send an MP4, MOV, MKV or WebM video, or an image") from None
+        raise ApiError(422, f"{message}; the file is damaged or truncated, send it again") from None
+    width, height = output_size(info.width, info.height, max_side)
+    if width < 8 or height < 8:
+        raise ApiError(422, f"{name}: frames of {width}x{height} are too small (the generator needs >= 8 px a side)")
+    max_frames = max_pixels // (width * height)
+    fix = "send a shorter clip, a smaller max_side or raise serve.max_video_pixels"
+    if info.frames > max_frames:
+        total = info.frames * width * height
+        raise ApiError(
+            413,
+            f"{name}: {info.frames} frames of {width}x{height} = {total} pixels, over the limit of {max_pixels}; {fix}",
+        )
+    if max_frames < 1:
+        raise ApiError(413, f"{name}: one frame of {width}x{height} is over the limit of {max_pixels} pixels; {fix}")
+    return VideoPlan(width, height, info.frames, info.rotation, max_frames)
+
+
+def video_result_name(upload_name: str, ext: str) -> str:
+    """`clip.mov` -> `clip_anime.mov`: the answer keeps the upload's container."""
+    return f"{_stem(upload_name or 'video')}_anime{ext}"
 
 
 # Keys of a training config summarised by GET /v1/model: (section, key).

@@ -1,4 +1,5 @@
-// The scenimefy page: upload photos to POST /v1/translate, show each result beside its original.
+// The scenimefy page: upload photos and videos to POST /v1/translate, show each result beside its
+// original (a photo: a before/after slider; a video: the translated clip in a <video> player).
 // Self-contained (no libraries): uploads with XMLHttpRequest for progress, "Download all" builds
 // an uncompressed ZIP in the browser.
 "use strict";
@@ -38,15 +39,24 @@ function setState(item, state, detail) {
   updateSummary();
 }
 
+const VIDEO_NAME = /\.(mp4|mov|mkv|webm)$/i;
+
 function addFiles(files) {
   for (const file of files) {
     const card = $("#card").content.firstElementChild.cloneNode(true);
-    const item = { file, card, state: "queued", result: null, name: null };
+    const video = file.type.startsWith("video/") || VIDEO_NAME.test(file.name);
+    const item = { file, card, video, state: "queued", result: null, name: null };
     $(".name", card).textContent = file.name;
     $(".name", card).title = file.name;
     $(".detail", card).textContent = `${formatBytes(file.size)} · waiting`;
-    const original = $(".original", card);
-    original.src = URL.createObjectURL(file);
+    if (video) {
+      card.classList.add("video");
+      const preview = $(".video-original", card);
+      preview.src = URL.createObjectURL(file);
+      preview.hidden = false;
+    } else {
+      $(".original", card).src = URL.createObjectURL(file);
+    }
     const compare = $(".compare", card);
     $(".slider", card).addEventListener("input", (e) => compare.style.setProperty("--pos", `${e.target.value}%`));
     $(".retry", card).addEventListener("click", () => {
@@ -111,6 +121,10 @@ function upload(item) {
       const match = /filename="([^"]+)"/.exec(xhr.getResponseHeader("Content-Disposition") || "");
       item.name = match ? match[1] : "result.png";
       item.result = blob;
+      if (item.video) {
+        showVideo(item, xhr, blob, started);
+        return resolve();
+      }
       const img = $(".result", item.card);
       img.onload = () => {
         const secs = ((performance.now() - started) / 1000).toFixed(1);
@@ -134,6 +148,26 @@ function upload(item) {
     };
     xhr.send(form);
   });
+}
+
+function showVideo(item, xhr, blob, started) {
+  // The download works for every container; the player shows what the browser can play (MP4, WebM).
+  const player = $(".video-result", item.card);
+  const url = URL.createObjectURL(blob);
+  const secs = ((performance.now() - started) / 1000).toFixed(1);
+  const frames = xhr.getResponseHeader("X-Video-Frames") || "?";
+  const size = (xhr.getResponseHeader("X-Video-Size") || "").replace("x", "×");
+  const link = $(".download", item.card);
+  link.href = url;
+  link.download = item.name;
+  link.hidden = false;
+  player.onerror = () => {
+    player.hidden = true;
+    setState(item, "done", `${frames} frames · ${formatBytes(blob.size)} · ${secs} s · download to play`);
+  };
+  player.hidden = false;
+  player.src = url;
+  setState(item, "done", `${frames} frames · ${size} · ${formatBytes(blob.size)} · ${secs} s`);
 }
 
 function fail(item, message) {
@@ -260,7 +294,10 @@ function init() {
         (m.serving || {}).device || ""}`;
       $("#model").title = JSON.stringify(m, null, 2);
       const l = m.limits || {};
-      if (l.max_upload_bytes) $("#limits").textContent = `Up to ${formatBytes(l.max_upload_bytes)} per photo.`;
+      if (l.max_upload_bytes) {
+        const video = l.max_video_upload_bytes ? `, ${formatBytes(l.max_video_upload_bytes)} per video` : "";
+        $("#limits").textContent = `Up to ${formatBytes(l.max_upload_bytes)} per photo${video}.`;
+      }
     })
     .catch(() => {
       $("#model").textContent = "model info unavailable";
