@@ -17,8 +17,6 @@ from pathlib import Path
 import pytest
 import torch
 
-pytestmark = pytest.mark.ray
-
 
 @pytest.fixture(scope="module")
 def demo_data(tmp_path_factory):
@@ -63,6 +61,7 @@ def _state(outcome) -> dict:
     return torch.load(f"{outcome.checkpoint}/state.pt", weights_only=True)
 
 
+@pytest.mark.ray
 def test_resumed_run_equals_uninterrupted_run(ray_local, demo_data, tmp_path):
     """Generator, discriminators, heads and optimiser moments are bit-identical (torch.equal)."""
     from scenimefy.distributed.translator import train_translator_on_ray
@@ -109,3 +108,21 @@ def _refused_on_one_worker(out: Path, demo_data: dict) -> None:
     lines = cli.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in cli.stderr, cli.stderr[-3000:]
     assert "cannot resume run 'split' with run.num_workers=1" in lines[0]
+
+
+def test_the_worker_count_check_reads_every_checkpoint_of_the_run(tmp_path):
+    """No checkpoint, or checkpoints of the same count: nothing to refuse. A checkpoint of another
+    count is named with the count to resume with; an unreadable config.yaml is left to Ray."""
+    from scenimefy.distributed.data import check_resume_workers
+
+    run = tmp_path / "ray" / "my-run-pretrain"
+    check_resume_workers(run, 1, run_name="my-run-pretrain")  # a new run
+    for name, text in (
+        ("checkpoint_2026-01-01_00-00-00.000001", "run:\n  num_workers: 4\n"),
+        ("checkpoint_2026-01-01_00-10-00.000001", "run: [not, a, mapping\n"),
+    ):
+        (run / name).mkdir(parents=True)
+        (run / name / "config.yaml").write_text(text)
+    check_resume_workers(run, 4, run_name="my-run-pretrain")
+    with pytest.raises(ValueError, match=r"'my-run-pretrain' with run.num_workers=2: .*rerun with run.num_workers=4,"):
+        check_resume_workers(run, 2, run_name="my-run-pretrain")
