@@ -257,6 +257,7 @@ def _final_state(result_output: str) -> str:
 def test_killed_worker_resumes_from_last_checkpoint(cluster):
     started = time.monotonic()
     deadline = started + DEADLINE_S
+    PHASES.clear()
     run_name, log = "ft-worker", cluster.root / "submit-worker.log"
     submit = None
     try:
@@ -295,7 +296,8 @@ def _driver_pid(address: str, submission_id: str) -> int | None:
 
 def test_killed_driver_resubmitted_resumes_from_last_checkpoint(cluster):
     started = time.monotonic()
-    deadline = started + DEADLINE_S
+    deadline = started + 2 * DEADLINE_S  # two jobs
+    PHASES.clear()
     run_name = "ft-driver"
     logs = [cluster.root / "submit-driver-1.log", cluster.root / "submit-driver-2.log"]
     submit = None
