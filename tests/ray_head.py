@@ -139,6 +139,40 @@ def _pids_mentioning(markers: list[str]) -> list[int]:
     return found
 
 
+def descendant_pids(root: int) -> list[int]:
+    """Every process below `root` (a local cluster that `ray.init` started runs below the test process)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])  # the name in parentheses may hold spaces
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def local_actor_pids(title_part: str, root: int | None = None) -> list[int]:
+    """Actor processes below `root` (default: this process) whose Ray process title (`ray::<Class>...`)
+    contains `title_part`, e.g. "RayTrainWorker" or "PairScorer" (a Ray Data UDF's class)."""
+    pids = []
+    for pid in descendant_pids(os.getpid() if root is None else root):
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if title.startswith(b"ray::") and title_part.encode() in title:
+            pids.append(pid)
+    return sorted(pids)
+
+
 def spawn_reaper(pgid: int, markers: list[str]) -> subprocess.Popen:
     """A watcher that cleans up process group `pgid` (and processes mentioning `markers`) once
     this test process is gone. It exits by itself when the group ends normally."""

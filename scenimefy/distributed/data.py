@@ -3,15 +3,19 @@
 `prepare_images` / `prepare_pairs` list a folder (local path, NFS, s3://, gs://, ...), decode
 and resize every image in parallel Ray tasks with tolerant decoding, and cache the result as
 Parquet (uint8 tensors) under the cache directory, keyed by the file list and the load size.
-Training then reads the Parquet cache; each Ray Train worker iterates its own shard.
+Training then reads the Parquet cache; each Ray Train worker iterates its own shard. Drivers
+that prepare the same set at once (concurrent Tune trials) take turns under a file lock: one
+decodes, the others read its cache.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -165,16 +169,46 @@ def prepare_pairs(uri: str, *, size: int, cache_dir: str) -> PreparedSet:
     return prepared
 
 
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path` (created if missing), held across processes on one filesystem.
+
+    `flock` is per open file, so threads and processes alike take turns; NFSv4 and EFS carry it
+    between hosts. The lock file stays (it is empty, and removing it would race a waiting holder).
+    """
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _prepare(
     rows: list[dict], *, uri: str, size: int, cache_dir: str, what: str, columns: tuple[str, ...]
+) -> PreparedSet:
+    out = Path(cache_dir) / f"{what}-{size}px-{_cache_key(rows, size)}"
+    marker = out / MARKER
+    if marker.is_file():  # the marker is written last: its folder is complete
+        return PreparedSet(**json.loads(marker.read_text()))
+    # One writer per cache key: a second driver waits, then reads the first one's cache. Without
+    # the lock it would replace the folder while the first one's training reads it.
+    with file_lock(Path(cache_dir) / f".{out.name}.lock"):
+        if marker.is_file():
+            return PreparedSet(**json.loads(marker.read_text()))
+        return _decode_to_cache(rows, out=out, uri=uri, size=size, what=what, columns=columns)
+
+
+def _decode_to_cache(
+    rows: list[dict], *, out: Path, uri: str, size: int, what: str, columns: tuple[str, ...]
 ) -> PreparedSet:
     import ray
     import ray.data
 
-    out = Path(cache_dir) / f"{what}-{size}px-{_cache_key(rows, size)}"
     marker = out / MARKER
-    if marker.is_file():
-        return PreparedSet(**json.loads(marker.read_text()))
     num_blocks = max(1, min(len(rows) // 64 + 1, 64))
     ds = ray.data.from_items(rows, override_num_blocks=num_blocks).map_batches(
         decode_rows, fn_kwargs={"uri": uri, "size": size, "columns": columns}, batch_size=32, num_cpus=0.5
@@ -191,13 +225,39 @@ def _prepare(
     )
     if prepared.upscaled:
         warnings.warn(
-            f"{what}: {prepared.upscaled} image(s) are smaller than {size} px and were upscaled", stacklevel=3
+            f"{what}: {prepared.upscaled} image(s) are smaller than {size} px and were upscaled", stacklevel=4
         )
     if skipped:
         print(f"[data] {what}: skipped {len(skipped)} unreadable file(s) of {len(rows)}", flush=True)
     with atomic_path(marker) as m:
         Path(m).write_text(json.dumps(prepared.__dict__))
     return prepared
+
+
+def check_resume_workers(run_storage: str | os.PathLike, num_workers: int, *, run_name: str) -> None:
+    """Refuse to resume a Ray Train run on another number of workers (one line, before Ray starts).
+
+    A checkpoint holds, per worker, its position in its own shard of each dataset and its random
+    state; the global batch is `batch_size_per_worker x run.num_workers`. With another worker
+    count the shards are cut differently and the epochs have another length, so the run could not
+    continue the data order or the schedules it stopped in. `run_storage` is the run's Ray Train
+    folder (`<output_dir>/ray/<name>`); each checkpoint there has the `config.yaml` it ran with.
+    """
+    import yaml
+
+    saved = set()
+    for config_file in sorted(Path(run_storage).glob("checkpoint_*/config.yaml")):
+        try:
+            saved.add(int(yaml.safe_load(config_file.read_text())["run"]["num_workers"]))
+        except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
+            continue  # unreadable: Ray Train's own restore reports a broken checkpoint
+    others = sorted(saved - {num_workers})
+    if others:
+        raise ValueError(
+            f"cannot resume run {run_name!r} with run.num_workers={num_workers}: its checkpoints in {run_storage} were "
+            f"trained with run.num_workers={others[-1]} (per-worker data positions, random states and the global "
+            f"batch depend on it); rerun with run.num_workers={others[-1]}, or start a new run.name"
+        )
 
 
 def training_dataset(prepared: PreparedSet, columns: list[str]):

@@ -25,9 +25,17 @@ from scenimefy.distributed.cluster import (
     local_path,
     ray_worker_context,
     run_dir_of,
+    storage_path_of,
     torch_trainer,
 )
-from scenimefy.distributed.data import PreparedSet, ShardSource, list_images, prepare_images, training_dataset
+from scenimefy.distributed.data import (
+    PreparedSet,
+    ShardSource,
+    check_resume_workers,
+    list_images,
+    prepare_images,
+    training_dataset,
+)
 from scenimefy.distributed.tracking import MlflowTracker, find_or_create_run, resolve_tracking_uri
 from scenimefy.losses.clip_losses import random_patch_corners
 from scenimefy.stages.checkpoint import STYLEGAN_SNAPSHOT_FILE, load_state
@@ -142,6 +150,8 @@ def preflight(cfg: Config, stage: str) -> dict[str, Any]:
         batch_size_per_worker=section.batch_size_per_worker,
         workers=cfg.run.num_workers,
     )
+    name = stage_run_name(cfg, stage)
+    check_resume_workers(Path(storage_path_of(cfg)) / name, cfg.run.num_workers, run_name=name)
     info = {
         "stage run": stage_run_name(cfg, stage),
         "run dir": str(run_dir_of(cfg)),

@@ -13,11 +13,13 @@ from scenimefy.distributed.cluster import (
     local_path,
     ray_worker_context,
     run_dir_of,
+    storage_path_of,
     torch_trainer,
 )
 from scenimefy.distributed.data import (
     PreparedSet,
     ShardSource,
+    check_resume_workers,
     list_images,
     match_pairs,
     prepare_images,
@@ -111,6 +113,7 @@ def _worker_loop(config: dict) -> dict:
 def train_translator_on_ray(cfg: Config, *, callbacks: list | None = None, parent_run_id: str = "") -> TrainOutcome:
     """Prepare data, start (or resume) the TorchTrainer named `run.name`, and finish the MLflow run."""
     check_data_folders(cfg)  # fail in a second, before Ray starts, on a missing or empty folder
+    check_resume_workers(Path(storage_path_of(cfg)) / cfg.run.name, cfg.run.num_workers, run_name=cfg.run.name)
     init_ray(num_cpus_needed=cfg.run.num_workers * cfg.run.cpus_per_worker + 1)
     run_dir = run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +9,7 @@ import yaml
 
 from scenimefy.config import Config, from_dict, set_value
 from scenimefy.data.images import atomic_path
+from scenimefy.distributed.data import file_lock
 from scenimefy.distributed.tune.plan import TIME_ATTR
 from scenimefy.distributed.tune.space import THRESHOLD_KEYS
 
@@ -26,27 +25,13 @@ def apply_trial_params(base: dict, params: dict[str, Any]) -> Config:
 # Pairs at a searched threshold (a filter over stage 2's stored scores, never a new segmentation)
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock shared by trials on one filesystem (two trials may draw the same threshold)."""
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def selected_pairs(manifest: str, *, threshold: float, min_classes: int, cache_root: Path) -> str:
     """The pairs folder (trainA/, trainB/) kept at (threshold, min_classes), built once per value."""
     from scenimefy.stages.pair_manifest import materialize_selection
 
     folder = cache_root / f"threshold={threshold:.6g}-min_classes={min_classes}"
     marker = folder / "_selected.yaml"
-    with _file_lock(cache_root / f".{folder.name}.lock"):
+    with file_lock(cache_root / f".{folder.name}.lock"):
         if not marker.is_file():
             selection = materialize_selection(
                 manifest, threshold=threshold, min_classes=min_classes, out_dir=str(folder)
