@@ -169,8 +169,8 @@ def report(ctx: WorkerContext, metrics: dict[str, float], write_checkpoint: Call
 class _NonFinite:
     step: int | None
     epoch: int | None
-    what: str  # a loss term, or "weights of NAME"
-    value: float | None
+    what: str  # the non-finite terms ("loss_src=nan, loss_G=nan"), or the module whose weights are
+    weights: bool = False
 
 
 class StageLoop:
@@ -203,11 +203,9 @@ class StageLoop:
         the step just done and its epoch, for the message should a loss be non-finite)."""
         self.window.add(metrics, images)
         self._step = step
-        if self._bad is None:
-            for key, value in metrics.items():
-                if not math.isfinite(value):
-                    self._bad = _NonFinite(step, epoch, key, value)
-                    break
+        if self._bad is None and not all(math.isfinite(v) for v in metrics.values()):
+            bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+            self._bad = _NonFinite(step, epoch, ", ".join(f"{k}={metrics[k]}" for k in bad))
 
     def due(self, before: int, after: int, *, epoch: int | None = None, last: bool = False) -> Due:
         """The iteration's duties; raises `NonFiniteLoss` on every rank first when a loss became
@@ -225,7 +223,7 @@ class StageLoop:
         for name, module in self.watch.items():
             params = [p.detach() for p in module.parameters() if p.is_floating_point()]
             if params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
-                return _NonFinite(self._step, None, f"the weights of {name}", None)
+                return _NonFinite(self._step, None, name, weights=True)
         return None
 
     def _agree_finite(self, *, weights: bool) -> None:
@@ -234,17 +232,17 @@ class StageLoop:
         seen = [f for f in per_rank if f is not None]
         if not seen:
             return
-        first = min(seen, key=lambda f: (f.value is None, f.step if f.step is not None else math.inf))
+        first = min(seen, key=lambda f: (f.weights, f.step if f.step is not None else math.inf))
         raise NonFiniteLoss(self._message(first))
 
     def _message(self, bad: _NonFinite) -> str:
         at = f"at step {bad.step}" if bad.step is not None else "during training"
         if bad.epoch is not None:
             at += f" (epoch {bad.epoch})"
-        if bad.value is None:
-            what = f"{bad.what} became non-finite {at} (the losses were still finite)"
+        if bad.weights:
+            what = f"the weights of {bad.what} became non-finite {at} (the losses were still finite)"
         else:
-            what = f"{bad.what} became {bad.value} {at}"
+            what = f"non-finite loss {at}: {bad.what}"
         if self.last_good is None:
             kept = "no checkpoint was written before it"
         else:

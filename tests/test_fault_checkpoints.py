@@ -1,0 +1,194 @@
+"""Faults in the kept checkpoints: a damaged, truncated or half-written latest checkpoint is skipped
+with a warning naming it and the one used, and the run resumes exactly from the previous one."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from stage_recorder import ArraySource, Recorder
+
+from scenimefy.config import load_config
+from scenimefy.stages import checkpoint as ckpt
+from scenimefy.stages.context import CheckpointRef, WorkerContext
+from scenimefy.stages.stylegan import train_pretrain
+from scenimefy.stages.translator import train_translator
+
+TRANSLATOR = [
+    "translator.ngf=8",
+    "translator.ndf=8",
+    "translator.n_blocks=1",
+    "translator.num_patches=8",
+    "translator.head_dim=8",
+    "translator.batch_size_per_worker=2",
+    "translator.n_epochs=1",
+    "translator.n_epochs_decay=1",
+    "translator.steps_per_epoch=2",
+    "translator.log_every_steps=1",
+    "translator.sample_every_steps=0",
+    "translator.checkpoint_every_steps=1",
+    "data.load_size=36",
+    "data.crop_size=32",
+    "run.num_workers=1",
+    "run.torch_threads=1",
+]
+PRETRAIN = [
+    "stylegan.size=32",
+    "stylegan.latent_dim=32",
+    "stylegan.n_mlp=2",
+    "stylegan.channel_multiplier=1",
+    "stylegan.channel_base=256",
+    "stylegan.channel_max=32",
+    "pretrain.batch_size_per_worker=2",
+    "pretrain.d_reg_every=2",
+    "pretrain.g_reg_every=2",
+    "pretrain.log_every_kimg=0.002",
+    "pretrain.sample_every_kimg=0",
+    "pretrain.checkpoint_every_kimg=0.002",
+    "run.torch_threads=1",
+]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _sources(seed=0, n=8, size=36):
+    rng = np.random.default_rng(seed)
+    img = lambda: rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)  # noqa: E731
+    return {
+        "photos": ArraySource({"image": img()}, batch_size=2, seed=1),
+        "anime": ArraySource({"image": img()}, batch_size=2, seed=2),
+        "pairs": ArraySource({"image_a": img(), "image_b": img()}, batch_size=2, seed=3),
+    }
+
+
+def _kept(dirs) -> WorkerContext:
+    """A context whose kept checkpoints are `dirs`, oldest first (offered newest first)."""
+    refs = [CheckpointRef(str(d), lambda d=d: str(d)) for d in reversed(dirs)]
+    return WorkerContext(kept_checkpoints=lambda: refs)
+
+
+def _truncate(d):
+    p = Path(d) / ckpt.STATE_FILE
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    return "has"  # "state.pt has N bytes, M were written (truncated?)"
+
+
+def _flip_a_byte(d):
+    p = Path(d) / ckpt.STATE_FILE
+    data = bytearray(p.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    p.write_bytes(bytes(data))
+    return "SHA-256"
+
+
+def _unsealed(d):
+    (Path(d) / ckpt.MANIFEST_FILE).unlink()  # the writer was killed before the manifest
+    return "the write did not finish"
+
+
+def _snapshot_missing(d):
+    (Path(d) / ckpt.TRANSLATOR_SNAPSHOT_FILE).unlink()
+    return f"{ckpt.TRANSLATOR_SNAPSHOT_FILE} is missing"
+
+
+@pytest.fixture(scope="module")
+def three_checkpoints(tmp_path_factory):
+    """A translator run's checkpoints after steps 1, 2 and 3 (sealed by the loop)."""
+    rec = Recorder()
+    train_translator(load_config(None, [*TRANSLATOR, "translator.max_steps=3"]), _sources(), 2, rec.context())
+    assert len(rec.checkpoints) == 3
+    return rec.checkpoints
+
+
+def _copies(dirs, root: Path) -> list[Path]:
+    out = []
+    for i, d in enumerate(dirs):
+        out.append(root / f"checkpoint_{i}")
+        shutil.copytree(d, out[-1])
+    return out
+
+
+def test_a_sealed_checkpoint_lists_every_file_and_verifies(three_checkpoints):
+    d = Path(three_checkpoints[-1])
+    ckpt.verify(d)
+    listed = set(__import__("json").loads((d / ckpt.MANIFEST_FILE).read_text())["files"])
+    assert listed == {ckpt.STATE_FILE, ckpt.TRANSLATOR_SNAPSHOT_FILE, ckpt.CONFIG_FILE}
+
+
+@pytest.mark.parametrize("damage", [_truncate, _flip_a_byte, _unsealed, _snapshot_missing])
+def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(damage, three_checkpoints, tmp_path, capsys):
+    dirs = _copies(three_checkpoints, tmp_path)
+    reason = damage(dirs[-1])
+    with pytest.raises(ckpt.CheckpointUnreadable, match=reason.replace("(", r"\(")):
+        ckpt.verify(dirs[-1])
+
+    directory, state = ckpt.load_resume_state(_kept(dirs), "translator")
+    assert directory == str(dirs[1]) and state["progress"]["step"] == 2
+    warning = capsys.readouterr().err.strip().splitlines()
+    assert len(warning) == 1, warning  # one line naming the skipped checkpoint, why, and the one used
+    assert str(dirs[2]) in warning[0] and reason in warning[0]
+    assert f"resuming from {dirs[1]} (step 2)" in warning[0]
+
+
+def test_when_no_kept_checkpoint_can_be_used_the_error_names_each(three_checkpoints, tmp_path):
+    dirs = _copies(three_checkpoints[1:], tmp_path)
+    _truncate(dirs[1])
+    _unsealed(dirs[0])
+    with pytest.raises(ValueError) as failed:
+        ckpt.load_resume_state(_kept(dirs), "translator")
+    message = str(failed.value)
+    assert "\n" not in message and "none of the 2 kept checkpoint(s)" in message and "new run.name" in message
+    assert f"{dirs[1]} (state.pt has" in message and f"{dirs[0]} (complete.json is missing" in message
+
+
+def test_a_run_with_no_checkpoint_starts_fresh():
+    assert ckpt.load_resume_state(_kept([]), "translator") is None
+    assert ckpt.load_resume_state(WorkerContext(), "translator") is None
+
+
+def test_resuming_past_a_truncated_checkpoint_reproduces_the_uninterrupted_run(three_checkpoints, tmp_path, capsys):
+    full = Recorder()
+    train_translator(load_config(None, TRANSLATOR), _sources(), 2, full.context())
+    dirs = _copies(three_checkpoints, tmp_path)
+    _truncate(dirs[-1])
+
+    resumed = Recorder()
+    ctx = _kept(dirs)
+    ctx.report = resumed.report
+    out = train_translator(load_config(None, TRANSLATOR), _sources(), 2, ctx)
+    assert out["resumed_from_step"] == 2 and out["step"] == 4
+    assert "skipped checkpoint" in capsys.readouterr().err
+    a = torch.load(f"{full.checkpoints[-1]}/state.pt", weights_only=True)
+    b = torch.load(f"{resumed.checkpoints[-1]}/state.pt", weights_only=True)
+    for net in a["models"]:
+        for key, value in a["models"][net].items():
+            assert torch.equal(value, b["models"][net][key]), f"{net}.{key} differs"
+
+
+def test_pretraining_falls_back_the_same_way(tmp_path, capsys):
+    first = Recorder()
+    train_pretrain(load_config(None, [*PRETRAIN, "pretrain.total_kimg=0.006"]), _photos(), first.context())
+    assert len(first.checkpoints) == 3
+    dirs = _copies(first.checkpoints, tmp_path)
+    _unsealed(dirs[-1])
+    resumed = Recorder()
+    ctx = _kept(dirs)
+    ctx.report = resumed.report
+    out = train_pretrain(load_config(None, [*PRETRAIN, "pretrain.total_kimg=0.008"]), _photos(), ctx)
+    assert out["resumed_from_step"] == 2 and out["step"] == 4
+    err = capsys.readouterr().err
+    assert str(dirs[2]) in err and f"resuming from {dirs[1]} (step 2)" in err
+
+
+def _photos():
+    rng = np.random.default_rng(0)
+    return {
+        "photos": ArraySource({"image": rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)}, batch_size=2, seed=1)
+    }
