@@ -192,3 +192,58 @@ def _photos():
     return {
         "photos": ArraySource({"image": rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)}, batch_size=2, seed=1)
     }
+
+
+# ----------------------------------------------------------------------------------------
+# Through Ray Train: the kept checkpoints come from the controller, both workers take the same one
+
+
+@pytest.fixture(scope="module")
+def demo_data(tmp_path_factory):
+    from scenimefy.demo.scenes import write_demo_dataset
+
+    root = tmp_path_factory.mktemp("demo")
+    return write_demo_dataset(str(root), n_photos=8, n_anime=8, n_pairs=8, n_test=2, size=32, seed=0)
+
+
+def ray_cfg(tmp_path, demo_data, name, *extra):
+    return load_config(
+        "tiny",
+        [
+            f"run.output_dir={tmp_path}",
+            f"run.name={name}",
+            "run.num_workers=2",
+            "run.cpus_per_worker=1",
+            "data.load_size=32",
+            "data.crop_size=32",
+            f"data.photos={demo_data['photos']}",
+            f"data.anime={demo_data['anime']}",
+            f"data.pairs={demo_data['pairs']}",
+            "translator.ngf=8",
+            "translator.ndf=8",
+            "translator.n_blocks=1",
+            "translator.num_patches=8",
+            "translator.head_dim=8",
+            "translator.batch_size_per_worker=2",
+            "translator.steps_per_epoch=3",
+            "translator.log_every_steps=1",
+            "translator.checkpoint_every_steps=2",
+            "translator.keep_checkpoints=3",
+            "evaluate.every_epochs=0",
+            *extra,
+        ],
+    )
+
+
+@pytest.mark.ray
+def test_on_ray_a_truncated_latest_checkpoint_is_skipped_by_every_worker(ray_local, demo_data, tmp_path):
+    from scenimefy.distributed.translator import train_translator_on_ray
+
+    first = train_translator_on_ray(ray_cfg(tmp_path, demo_data, "fallback", "translator.max_steps=4"))
+    assert first.step == 4  # checkpoints after steps 2, 3 (epoch end) and 4
+    _truncate(first.checkpoint)
+
+    second = train_translator_on_ray(ray_cfg(tmp_path, demo_data, "fallback", "translator.max_steps=6"))
+    assert second.resumed_from_step == 3 and second.step == 6
+    assert len(second.rank_checksums) == 2 and second.rank_checksums[0] == second.rank_checksums[1]
+    ckpt.verify(second.checkpoint)

@@ -115,3 +115,49 @@ def test_a_diverging_learning_rate_stops_at_once_without_a_checkpoint():
     with pytest.raises(NonFiniteLoss, match=r"^translator: non-finite loss at step 1 \(epoch 1\): loss_G=nan, "):
         train_translator(load_config(None, [*TRANSLATOR, "translator.lr=1e30"]), _sources(), 2, rec.context())
     assert rec.checkpoints == [] and rec.reports == []
+
+
+# ----------------------------------------------------------------------------------------
+# Through Ray Train: one line, no restart, the MLflow run FAILED, the last good checkpoint kept
+
+
+def exceptions_to_file(path: str):
+    """A Train callback appending a line per worker exception the controller sees (defined in a
+    function so that it pickles by value)."""
+    from ray.train import UserCallback
+
+    class ExceptionsToFile(UserCallback):
+        def after_exception(self, run_context, worker_exceptions) -> None:
+            with open(path, "a") as f:
+                f.write(f"{sorted(worker_exceptions)}\n")
+
+    return ExceptionsToFile()
+
+
+@pytest.mark.ray
+def test_on_ray_a_non_finite_loss_fails_once_in_one_line(ray_local, tmp_path_factory, tmp_path):
+    from mlflow.tracking import MlflowClient
+    from test_fault_checkpoints import ray_cfg
+
+    from scenimefy.demo.scenes import write_demo_dataset
+    from scenimefy.distributed.translator import train_translator_on_ray
+
+    data = write_demo_dataset(
+        str(tmp_path_factory.mktemp("demo")), n_photos=8, n_anime=8, n_pairs=8, n_test=2, size=32, seed=0
+    )
+    first = train_translator_on_ray(ray_cfg(tmp_path, data, "nan", "translator.max_steps=2"))
+    assert first.step == 2
+    # lambda_SRC = 1e300 overflows fp32: loss_G is inf from the next step on (a results setting,
+    # so the rerun resumes the same run and fails at step 3)
+    exceptions = tmp_path / "exceptions.txt"
+    cfg = ray_cfg(tmp_path, data, "nan", "translator.lambda_src=1e300", "run.max_failures=2")
+    with pytest.raises(ValueError) as failed:
+        train_translator_on_ray(cfg, callbacks=[exceptions_to_file(str(exceptions))])
+    message = str(failed.value)
+    assert "\n" not in message and "diverged" not in message
+    assert message.startswith("translator: non-finite loss at step 3 (epoch 1): loss_G=inf")
+    assert f"the last good checkpoint is step 2 at {first.checkpoint}" in message
+    assert not exceptions.exists()  # no worker raised: Ray Train had nothing to restart
+    kept = sorted(p for p in (tmp_path / "ray" / "nan").glob("checkpoint_*") if p.is_dir())
+    assert [str(p) for p in kept] == [first.checkpoint]
+    assert MlflowClient(first.tracking_uri).get_run(first.mlflow_run_id).info.status == "FAILED"
