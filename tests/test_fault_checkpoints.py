@@ -235,15 +235,50 @@ def ray_cfg(tmp_path, demo_data, name, *extra):
     )
 
 
+def exceptions_to_file(path: str):
+    """A Train callback appending a line per worker exception the controller sees (defined in a
+    function so that it pickles by value)."""
+    from ray.train import UserCallback
+
+    class ExceptionsToFile(UserCallback):
+        def after_exception(self, run_context, worker_exceptions) -> None:
+            with open(path, "a") as f:
+                f.write(f"{sorted(worker_exceptions)}\n")
+
+    return ExceptionsToFile()
+
+
 @pytest.mark.ray
-def test_on_ray_a_truncated_latest_checkpoint_is_skipped_by_every_worker(ray_local, demo_data, tmp_path):
+def test_on_ray_a_truncated_checkpoint_is_skipped_and_a_nan_fails_once_keeping_the_last_good(
+    ray_local, demo_data, tmp_path
+):
+    """One run name, three fits (so one local Ray serves both faults): a truncated latest
+    checkpoint is skipped by both workers; then a non-finite loss ends the resumed run in one
+    line, without a Ray Train restart, keeping the last good checkpoint."""
+    from mlflow.tracking import MlflowClient
+
     from scenimefy.distributed.translator import train_translator_on_ray
 
-    first = train_translator_on_ray(ray_cfg(tmp_path, demo_data, "fallback", "translator.max_steps=4"))
+    first = train_translator_on_ray(ray_cfg(tmp_path, demo_data, "faults", "translator.max_steps=4"))
     assert first.step == 4  # checkpoints after steps 2, 3 (epoch end) and 4
     _truncate(first.checkpoint)
 
-    second = train_translator_on_ray(ray_cfg(tmp_path, demo_data, "fallback", "translator.max_steps=6"))
+    second = train_translator_on_ray(ray_cfg(tmp_path, demo_data, "faults", "translator.max_steps=6"))
     assert second.resumed_from_step == 3 and second.step == 6
     assert len(second.rank_checksums) == 2 and second.rank_checksums[0] == second.rank_checksums[1]
     ckpt.verify(second.checkpoint)
+
+    # lambda_SRC = 1e300 overflows fp32: loss_G is inf from the first step after the resume (a
+    # results setting, not the architecture, so the run resumes and fails at step 7)
+    exceptions = tmp_path / "exceptions.txt"
+    cfg = ray_cfg(tmp_path, demo_data, "faults", "translator.lambda_src=1e300", "run.max_failures=2")
+    with pytest.raises(ValueError) as failed:
+        train_translator_on_ray(cfg, callbacks=[exceptions_to_file(str(exceptions))])
+    message = str(failed.value)
+    assert "\n" not in message and "diverged" not in message
+    assert message.startswith("translator: non-finite loss at step 7 (epoch 3): loss_G=inf")
+    assert f"the last good checkpoint is step 6 at {second.checkpoint}" in message
+    assert not exceptions.exists()  # no worker raised: Ray Train had nothing to restart
+    newest = max(p for p in (tmp_path / "ray" / "faults").glob("checkpoint_*") if p.is_dir())
+    assert str(newest) == second.checkpoint  # nothing was written after the last good one
+    assert MlflowClient(second.tracking_uri).get_run(second.mlflow_run_id).info.status == "FAILED"

@@ -11,12 +11,14 @@ from scenimefy.distributed.tracking import UNSENT_PREFIX, MlflowTracker, find_or
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     mlflow = MlflowServer(tmp_path_factory.mktemp("mlflow"))
-    with mlflow:
-        yield mlflow
+    try:
+        yield mlflow.start(timeout_s=300)
+    finally:
+        mlflow.stop()
 
 
 def _restart(server: MlflowServer) -> None:
-    server.launch().wait_ready()  # the same port and SQLite store
+    server.launch().wait_ready(timeout_s=300)  # the same port and SQLite store (slow on a busy machine)
 
 
 def _steps(client, run_id, key):

@@ -280,7 +280,7 @@ class MlflowTracker(NullTracker):
     def _flush(self, *, force: bool = False) -> bool:
         """Send what is buffered; True when nothing is left. While the server is down, tries only
         once the backoff has passed (or when `force`)."""
-        if not self._pending and not self._pending_files and self._logged_through is not None:
+        if not self._pending and not self._pending_files:
             return True
         now = self._clock()
         if self._down_since is not None and now < self._next_try and not force:
@@ -340,7 +340,19 @@ class MlflowTracker(NullTracker):
         self._pending.extend(Metric(k, float(v), now, int(step)) for k, v in metrics.items() if np.isfinite(v))
         self._flush()
 
-    def _log_file(self, make: Callable[[Path], None], name: str, artifact_path: str | None) -> None:
+    def _log_file(
+        self, make: Callable[[Path], None], name: str, artifact_path: str | None, direct: Callable[[], None]
+    ) -> None:
+        """Upload a file: `direct` while the server is up and nothing waits before it, else (or when
+        that finds the server unreachable) a copy made by `make` joins the buffer."""
+        if self._down_since is None and not self._pending_files:
+            try:
+                with _bounded_requests():
+                    direct()
+                return
+            except Exception as e:
+                if not unreachable(e):
+                    raise
         staged = self._stage_file(name)
         make(staged)
         self._pending_files.append((staged, artifact_path))
@@ -350,13 +362,26 @@ class MlflowTracker(NullTracker):
         from PIL import Image
 
         folder, base = os.path.split(name)
-        self._log_file(lambda p: Image.fromarray(np.asarray(image)).save(p), base, folder or None)
+        self._log_file(
+            lambda p: Image.fromarray(np.asarray(image)).save(p),
+            base,
+            folder or None,
+            lambda: self.client.log_image(self.run_id, image, artifact_file=name),
+        )
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
-        self._log_file(lambda p: shutil.copyfile(path, p), Path(path).name, artifact_path)
+        self._log_file(
+            lambda p: shutil.copyfile(path, p),
+            Path(path).name,
+            artifact_path,
+            lambda: self.client.log_artifact(self.run_id, str(path), artifact_path),
+        )
 
     def log_text(self, text: str, name: str) -> None:
-        self._log_file(lambda p: p.write_text(text), name, None)
+        with tempfile.TemporaryDirectory() as d:
+            p = Path(d) / name
+            p.write_text(text)
+            self.log_artifact(p)
 
     def close(self) -> None:
         """Send what is buffered (one more try); keep what cannot be sent in the spill folder."""
