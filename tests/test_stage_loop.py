@@ -123,3 +123,45 @@ def test_the_stage_layer_does_not_import_the_ray_layer():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, f"the stage layer imports {result.stdout.strip()} {result.stderr[-500:]}"
+
+
+def test_a_checkpoint_goes_out_sealed_with_its_manifest():
+    from scenimefy.stages.checkpoint import MANIFEST_FILE, verify
+
+    rec, _, written = _run(Cadence(checkpoint_every=2), steps_per_epoch=2, epochs=1)
+    assert written == [2] and len(rec.checkpoints) == 1
+    assert (Path(rec.checkpoints[0]) / MANIFEST_FILE).is_file()
+    verify(rec.checkpoints[0])
+
+
+def test_a_non_finite_loss_stops_the_loop_before_its_duties():
+    from scenimefy.stages.context import NonFiniteLoss
+
+    rec, tracker = Recorder(), MemoryTracker()
+    loop = StageLoop(rec.context(tracker), Cadence(log_every=10), stage="demo", hint="lower demo.lr")
+    loop.add({"loss": 1.0}, images=2, step=1)
+    assert not loop.due(0, 1).log  # finite, no duty: nothing happens
+    loop.add({"loss_a": 2.0, "loss_b": float("inf"), "total": float("nan")}, images=2, step=2, epoch=1)
+    with pytest.raises(NonFiniteLoss) as failed:
+        loop.due(1, 2)
+    assert str(failed.value) == (
+        "demo: non-finite loss at step 2 (epoch 1): loss_b=inf, total=nan; "
+        "no checkpoint was written before it; lower demo.lr"
+    )
+
+
+def test_non_finite_weights_block_a_checkpoint_even_when_the_losses_are_finite():
+    import torch
+
+    from scenimefy.stages.context import NonFiniteLoss
+
+    net = torch.nn.Linear(2, 2)
+    rec = Recorder()
+    loop = StageLoop(rec.context(), Cadence(checkpoint_every=1), stage="demo", watch={"G": net}, resumed=(4, "/ck/4"))
+    loop.add({"loss": 1.0}, images=2, step=5)
+    assert loop.due(4, 5).checkpoint  # finite weights: the checkpoint may be written
+    with torch.no_grad():
+        net.weight[0, 1] = float("inf")
+    loop.add({"loss": 1.0}, images=2, step=6)
+    with pytest.raises(NonFiniteLoss, match=r"^demo: the weights of G became non-finite at step 6 .*step 4 at /ck/4"):
+        loop.due(5, 6)

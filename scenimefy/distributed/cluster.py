@@ -104,6 +104,34 @@ def quiet_train_reports() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+# The MLflow trackers `ray_worker_context` made in this worker process: `stage_worker` closes them
+# when the training function ends (sending what they buffered, or keeping it in the run folder).
+_WORKER_TRACKERS: list = []
+
+# A worker's return value that stands for a deterministic failure (`NonFiniteLoss`): the training
+# function returns it instead of raising, so Ray Train does not restart the group to fail again.
+FAILED_KEY = "scenimefy_failed"
+
+
+def stage_worker(worker: Callable[[dict], Any]) -> Callable[[dict], Any]:
+    """`worker` as a Ray Train training function: a `NonFiniteLoss` (raised on every rank together)
+    ends it with ``{FAILED_KEY: message}``, which `fit_or_fail` turns into a one-line error; Ray
+    Train restarts a worker group on any exception, and a restart would only fail the same way.
+    Trackers the worker opened are closed either way."""
+    from scenimefy.stages.context import NonFiniteLoss
+
+    def train_fn(config: dict) -> Any:
+        try:
+            return worker(config)
+        except NonFiniteLoss as e:
+            return {FAILED_KEY: str(e)}
+        finally:
+            while _WORKER_TRACKERS:
+                _WORKER_TRACKERS.pop().close()
+
+    return train_fn
+
+
 def ray_worker_context(cfg, *, tracking_uri: str, mlflow_run_id: str, **extra):
     """A Ray Train worker's `WorkerContext`: report/checkpoint/DDP bound to Ray Train, MLflow on rank 0.
 
@@ -114,7 +142,7 @@ def ray_worker_context(cfg, *, tracking_uri: str, mlflow_run_id: str, **extra):
     import ray.train.torch
 
     from scenimefy.distributed.tracking import MlflowTracker
-    from scenimefy.stages.context import WorkerContext
+    from scenimefy.stages.context import CheckpointRef, WorkerContext
     from scenimefy.stages.tracker import NullTracker
 
     quiet_train_reports()
@@ -125,28 +153,64 @@ def ray_worker_context(cfg, *, tracking_uri: str, mlflow_run_id: str, **extra):
     if use_cuda:
         torch.cuda.set_device(device)
 
-    def report(metrics: dict, checkpoint_dir: str | None = None) -> None:
+    def report(metrics: dict, checkpoint_dir: str | None = None) -> str | None:
         checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         ray.train.report(metrics, checkpoint=checkpoint)
+        if checkpoint is None:
+            return None
+        stored = ray.train.get_checkpoint()  # after a report with a checkpoint: where Ray stored it
+        return stored.path if stored is not None else None
 
     def latest_checkpoint() -> str | None:
         found = ray.train.get_checkpoint()
         return checkpoint_folder(found, rank) if found is not None else None
 
+    def kept_checkpoints() -> list:
+        return [CheckpointRef(c.path, lambda c=c: checkpoint_folder(c, rank)) for c in kept_checkpoints_newest_first()]
+
     def wrap(module: torch.nn.Module) -> torch.nn.Module:
         return ray.train.torch.prepare_model(module, move_to_device=False, parallel_strategy_kwargs=ddp_kwargs())
 
-    tracker = MlflowTracker(tracking_uri, mlflow_run_id) if rank == 0 else NullTracker()
+    tracker = NullTracker()
+    if rank == 0:  # what it cannot send waits in the run directory (closed by `torch_trainer`'s wrapper)
+        tracker = MlflowTracker(tracking_uri, mlflow_run_id, spill_dir=run_dir_of(cfg))
+        _WORKER_TRACKERS.append(tracker)
     return WorkerContext(
         rank=rank,
         world_size=world,
         device=device,
         report=report,
         latest_checkpoint=latest_checkpoint,
+        kept_checkpoints=kept_checkpoints,
         wrap_ddp=wrap,
         tracker=tracker,
         **extra,
     )
+
+
+def kept_checkpoints_newest_first() -> list:
+    """The run's checkpoints Ray Train keeps (registered, so never one whose report did not
+    complete), newest first by their reported ``step``, then by report order.
+
+    `ray.train.get_all_reported_checkpoints` lists what the controller registered, restored from
+    its snapshot after a restart; should it fail, the latest checkpoint alone.
+    """
+    import ray.train
+
+    try:
+        reported = ray.train.get_all_reported_checkpoints(
+            consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED, timeout_s=60
+        )
+    except Exception as e:  # an older controller: resume from the latest one only
+        logging.getLogger(__name__).warning("cannot list the kept checkpoints (%s); using the latest only", e)
+        latest = ray.train.get_checkpoint()
+        return [latest] if latest is not None else []
+    ordered = sorted(
+        enumerate(reported),
+        key=lambda item: (float((item[1].metrics or {}).get("step", -1.0)), item[0]),
+        reverse=True,
+    )
+    return [r.checkpoint for _, r in ordered]
 
 
 def checkpoint_folder(checkpoint, rank: int) -> str:
@@ -188,6 +252,10 @@ def fit_or_fail(trainer, tracker, what: str):
     except Exception as e:
         tracker.finish("FAILED")
         raise user_error_from(e) from e
+    failed = result.return_value.get(FAILED_KEY) if isinstance(result.return_value, dict) else None
+    if failed:
+        tracker.finish("FAILED")
+        raise ValueError(failed)
     if result.checkpoint is None:
         tracker.finish("FAILED")
         raise RuntimeError(f"{what} finished without a checkpoint")
@@ -231,7 +299,8 @@ def torch_trainer(
     `run.num_workers` DDP workers (gloo on CPU, nccl with run.use_gpu), `run.cpus_per_worker`
     CPUs and, with run.use_gpu, one GPU each; the Ray run `name` under `storage_path_of(cfg)`
     (a rerun with the same name resumes it), its latest `keep_checkpoints` checkpoints kept, up
-    to `run.max_failures` worker-group restarts, and every dataset split across the workers.
+    to `run.max_failures` worker-group restarts (none for a non-finite loss: `stage_worker`),
+    and every dataset split across the workers.
     """
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -240,7 +309,7 @@ def torch_trainer(
     if cfg.run.use_gpu:
         resources["GPU"] = 1
     return TorchTrainer(
-        worker,
+        stage_worker(worker),
         train_loop_config=train_loop_config,
         torch_config=TorchConfig(backend="nccl" if cfg.run.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(

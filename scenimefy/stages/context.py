@@ -16,8 +16,22 @@ import torch.distributed as dist
 from scenimefy.stages.tracker import NullTracker
 
 
-def _no_report(metrics: dict, checkpoint_dir: str | None = None) -> None:
+def _no_report(metrics: dict, checkpoint_dir: str | None = None) -> str | None:
     return None
+
+
+@dataclass(frozen=True)
+class CheckpointRef:
+    """A kept checkpoint: `name` says where it lives (a path or URI, for messages); `fetch` returns a
+    local directory holding it (downloading it first from remote storage)."""
+
+    name: str
+    fetch: Callable[[], str]
+
+
+class NonFiniteLoss(ValueError):
+    """A loss (or the weights) became NaN or infinite: a deterministic failure that a restart would
+    only repeat, raised on every rank together (`scenimefy.stages.loop.StageLoop`)."""
 
 
 @dataclass
@@ -26,10 +40,14 @@ class WorkerContext:
     world_size: int = 1
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     # metrics and, from rank 0, an optional checkpoint directory; called by ALL ranks (a barrier
-    # under Ray), with or without a checkpoint (scenimefy.stages.loop.report)
-    report: Callable[[dict, str | None], None] = _no_report
+    # under Ray), with or without a checkpoint (scenimefy.stages.loop.report); may return where
+    # the checkpoint was stored (for messages)
+    report: Callable[[dict, str | None], str | None] = _no_report
     should_stop: Callable[[], bool] = lambda: False
     latest_checkpoint: Callable[[], str | None] = lambda: None  # a local directory to resume from
+    # the run's kept checkpoints, newest first (resume falls back through them); None: only
+    # `latest_checkpoint` (scenimefy.stages.checkpoint.load_resume_state)
+    kept_checkpoints: Callable[[], list[CheckpointRef]] | None = None
     wrap_ddp: Callable[[torch.nn.Module], torch.nn.Module] = lambda m: m
     tracker: NullTracker = field(default_factory=NullTracker)  # the interface of scenimefy.stages.tracker
     # rank 0's evaluation of the current generator at an epoch end (FID, L_BCE, ...); None: off

@@ -8,6 +8,13 @@ with a report (a checkpoint reaches the cluster only through one), and a report 
 without a checkpoint (the translator's epoch results). `report` is a collective: every rank calls
 it the same number of times, as Ray Train requires.
 
+Every step's losses are checked for NaN/inf as they are added (they are host floats already);
+ranks agree on it at the iterations that owe a duty (a collective every rank calls together), so
+a non-finite loss stops every rank at the same iteration with `NonFiniteLoss`, before any log,
+sample, evaluation or checkpoint of that iteration; before a checkpoint the weights are checked
+too. A checkpoint is therefore never written with non-finite weights, and the run keeps its last
+good one.
+
 What a report carries is decided once (`report_metrics`): ``epoch`` and the evaluation scores
 appear only in a report that closes an epoch. Tune's ASHA uses ``epoch`` as its clock and skips
 results without it or its metric, so a mid-epoch checkpoint never counts as an epoch's result.
@@ -15,14 +22,17 @@ results without it or its metric, so a mid-epoch checkpoint never counts as an e
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
-from scenimefy.stages.context import WorkerContext, mean_across_ranks
+from scenimefy.stages.checkpoint import seal
+from scenimefy.stages.context import NonFiniteLoss, WorkerContext, distributed, gather_per_rank, mean_across_ranks
 
 
 def crossed(before: int, after: int, every: int) -> bool:
@@ -141,31 +151,105 @@ def report_metrics(
     return metrics
 
 
-def report(ctx: WorkerContext, metrics: dict[str, float], write_checkpoint: Callable[[str], None] | None) -> None:
+def report(ctx: WorkerContext, metrics: dict[str, float], write_checkpoint: Callable[[str], None] | None) -> str | None:
     """One report from every rank (a collective). With `write_checkpoint`, rank 0 writes the
-    checkpoint into a fresh temporary directory that goes out with its report; the other ranks
-    report the same metrics without one."""
+    checkpoint into a fresh temporary directory, seals it (`scenimefy.stages.checkpoint.seal`:
+    the manifest last) and sends it with its report; the other ranks report the same metrics
+    without one. Returns where the cluster stored the checkpoint, when it says so."""
     if write_checkpoint is None or not ctx.is_main:
         ctx.report(metrics, None)
-        return
+        return None
     with tempfile.TemporaryDirectory(prefix="scenimefy-ckpt-") as d:
         write_checkpoint(d)
-        ctx.report(metrics, d)
+        seal(d)
+        return ctx.report(metrics, d)
+
+
+@dataclass(frozen=True)
+class _NonFinite:
+    step: int | None
+    epoch: int | None
+    what: str  # the non-finite terms ("loss_src=nan, loss_G=nan"), or the module whose weights are
+    weights: bool = False
 
 
 class StageLoop:
-    """The shared tail of a stage loop: its cadence, its metrics window, logging and reporting."""
+    """The shared tail of a stage loop: its cadence, its metrics window, logging and reporting.
 
-    def __init__(self, ctx: WorkerContext, cadence: Cadence) -> None:
+    `stage` names the loop in messages, `hint` is the advice a non-finite loss ends with, `watch`
+    the modules whose weights are checked before each checkpoint, and `resumed` the (step,
+    location) of the checkpoint the run resumed from (its last good checkpoint until it writes one).
+    """
+
+    def __init__(
+        self,
+        ctx: WorkerContext,
+        cadence: Cadence,
+        *,
+        stage: str = "stage",
+        hint: str = "lower the learning rate",
+        watch: dict[str, torch.nn.Module] | None = None,
+        resumed: tuple[int, str] | None = None,
+    ) -> None:
         self.ctx, self.cadence = ctx, cadence
         self.window = MetricsWindow()
+        self.stage, self.hint, self.watch = stage, hint, watch or {}
+        self.last_good: tuple[int, str | None] | None = resumed
+        self._bad: _NonFinite | None = None  # this rank's first non-finite loss
+        self._step: int | None = None
 
-    def add(self, metrics: dict[str, float], images: int) -> None:
-        """Record one step's metrics (`images`: images the step consumed on all ranks)."""
+    def add(self, metrics: dict[str, float], images: int, *, step: int | None = None, epoch: int | None = None) -> None:
+        """Record one step's metrics (`images`: images the step consumed on all ranks; `step`, `epoch`:
+        the step just done and its epoch, for the message should a loss be non-finite)."""
         self.window.add(metrics, images)
+        self._step = step
+        if self._bad is None and not all(math.isfinite(v) for v in metrics.values()):
+            bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+            self._bad = _NonFinite(step, epoch, ", ".join(f"{k}={metrics[k]}" for k in bad))
 
     def due(self, before: int, after: int, *, epoch: int | None = None, last: bool = False) -> Due:
-        return self.cadence.due(before, after, epoch=epoch, last=last)
+        """The iteration's duties; raises `NonFiniteLoss` on every rank first when a loss became
+        non-finite (or, before a checkpoint, the weights). Without a process group that is checked
+        every iteration; with one, at the iterations that owe a duty (the same ones on every rank)."""
+        due = self.cadence.due(before, after, epoch=epoch, last=last)
+        if distributed():
+            if due.log or due.sample or due.evaluate or due.report:
+                self._agree_finite(weights=due.checkpoint)
+        elif self._bad is not None or due.checkpoint:
+            self._agree_finite(weights=due.checkpoint)
+        return due
+
+    def _nonfinite_weights(self) -> _NonFinite | None:
+        for name, module in self.watch.items():
+            params = [p.detach() for p in module.parameters() if p.is_floating_point()]
+            if params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+                return _NonFinite(self._step, None, name, weights=True)
+        return None
+
+    def _agree_finite(self, *, weights: bool) -> None:
+        found = self._bad or (self._nonfinite_weights() if weights else None)
+        per_rank = gather_per_rank(found) if distributed() else [found]
+        seen = [f for f in per_rank if f is not None]
+        if not seen:
+            return
+        first = min(seen, key=lambda f: (f.weights, f.step if f.step is not None else math.inf))
+        raise NonFiniteLoss(self._message(first))
+
+    def _message(self, bad: _NonFinite) -> str:
+        at = f"at step {bad.step}" if bad.step is not None else "during training"
+        if bad.epoch is not None:
+            at += f" (epoch {bad.epoch})"
+        if bad.weights:
+            what = f"the weights of {bad.what} became non-finite {at} (the losses were still finite)"
+        else:
+            what = f"non-finite loss {at}: {bad.what}"
+        if self.last_good is None:
+            kept = "no checkpoint was written before it"
+        else:
+            step, where = self.last_good
+            kept = f"the last good checkpoint is step {step}" + (f" at {where}" if where else "")
+            kept += " (a rerun of the same command resumes from it)"
+        return f"{self.stage}: {what}; {kept}; {self.hint}"
 
     def flush(self) -> WindowStats:
         """The window's means across steps and ranks (all ranks call it together), then a new window."""
@@ -178,4 +262,6 @@ class StageLoop:
             print(line, flush=True)
 
     def report(self, metrics: dict[str, float], write_checkpoint: Callable[[str], None] | None = None) -> None:
-        report(self.ctx, metrics, write_checkpoint)
+        where = report(self.ctx, metrics, write_checkpoint)
+        if write_checkpoint is not None:
+            self.last_good = (int(metrics.get("step", self._step or 0)), where)

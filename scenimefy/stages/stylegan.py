@@ -560,15 +560,22 @@ def _checkpoint_writer(
     return write
 
 
-def _load_resume_state(resume_dir: str, stage: str, cfg: Config, extra: dict[str, Any] | None = None) -> dict:
-    state = ckpt.load_state(resume_dir)
+def _load_resume_state(
+    ctx: WorkerContext, stage: str, cfg: Config, extra: dict[str, Any] | None = None
+) -> tuple[str | None, dict | None]:
+    """The newest usable kept checkpoint (`ckpt.load_resume_state`) as (directory, state), checked
+    against the stage and the config; (None, None) without one."""
+    resumed = ckpt.load_resume_state(ctx, stage)
+    if resumed is None:
+        return None, None
+    resume_dir, state = resumed
     if state.get("stage") != stage:
         raise ValueError(
             f"cannot resume {stage} from {resume_dir}: it is a {state.get('stage')!r} checkpoint; use another run.name"
         )
     saved_extra = {k: (_dig(state["config"], k), v) for k, v in (extra or {}).items()}
     check_arch(state["config"], cfg, saved_extra)
-    return state
+    return resume_dir, state
 
 
 def _dig(data: dict, dotted: str) -> Any:
@@ -615,10 +622,8 @@ def train_pretrain(cfg: Config, sources: dict[str, BatchSource], ctx: WorkerCont
     progress = {"step": 0, "num_images_seen": 0}
     position = StreamPosition()
     mean_path_length = 0.0
-    state = None
-    resume_dir = ctx.latest_checkpoint()
-    if resume_dir is not None:
-        state = _load_resume_state(resume_dir, "pretrain", cfg)
+    resume_dir, state = _load_resume_state(ctx, "pretrain", cfg)
+    if state is not None:
         for name, module in (("G", G), ("D", D), ("G_ema", G_ema)):
             module.load_state_dict(state["models"][name])
         progress = dict(state["progress"])
@@ -672,6 +677,10 @@ def train_pretrain(cfg: Config, sources: dict[str, BatchSource], ctx: WorkerCont
             sample_every=_images(p.sample_every_kimg),
             checkpoint_every=_images(p.checkpoint_every_kimg),
         ),
+        stage="pretrain",
+        hint="lower pretrain.lr (or raise pretrain.r1_gamma), or train in fp32 (pretrain.precision=fp32)",
+        watch={"G": G, "D": D, "G_ema": G_ema},
+        resumed=(progress["step"], resume_dir) if state is not None else None,
     )
 
     # Train. Intervals count images; a report goes out with each checkpoint.
@@ -683,7 +692,7 @@ def train_pretrain(cfg: Config, sources: dict[str, BatchSource], ctx: WorkerCont
         metrics = pretrain_step(nets, real, p=p, step=step, generator=gen, ema_decay=ema_decay, autocast=autocast)
         progress["step"] = done = step + 1
         progress["num_images_seen"] = after = before + global_batch
-        loop.add(metrics, global_batch)
+        loop.add(metrics, global_batch, step=done)
         stop_now = after >= target_images or ctx.should_stop()
         due = loop.due(before, after, last=stop_now)
 
@@ -752,11 +761,9 @@ def train_finetune(
     G_s, G_t, G_ema, D = build_generator(s), build_generator(s), build_generator(s), build_discriminator(s)
     progress = {"step": 0, "num_images_seen": 0}
     position = StreamPosition()
-    state = None
-    resume_dir = ctx.latest_checkpoint()
-    if resume_dir is not None:
-        extra = {"finetune.n_trainable_blocks": f.n_trainable_blocks}
-        state = _load_resume_state(resume_dir, "finetune", cfg, extra)
+    extra = {"finetune.n_trainable_blocks": f.n_trainable_blocks}
+    resume_dir, state = _load_resume_state(ctx, "finetune", cfg, extra)
+    if state is not None:
         for name, module in (("G_s", G_s), ("G", G_t), ("G_ema", G_ema), ("D", D)):
             module.load_state_dict(state["models"][name])
         progress = dict(state["progress"])
@@ -807,6 +814,10 @@ def train_finetune(
         Cadence(
             log_every=f.log_every_steps, sample_every=f.sample_every_steps, checkpoint_every=f.checkpoint_every_steps
         ),
+        stage="finetune",
+        hint="lower finetune.lr (or the loss weights finetune.lambda_*), or train in fp32 (finetune.precision=fp32)",
+        watch={"G": G_t, "D": D, "G_ema": G_ema},
+        resumed=(progress["step"], resume_dir) if state is not None else None,
     )
 
     # Train. Intervals count iterations; a report goes out with each checkpoint.
@@ -820,7 +831,7 @@ def train_finetune(
         )
         progress["step"] = done = step + 1
         progress["num_images_seen"] += global_batch
-        loop.add(metrics, global_batch)
+        loop.add(metrics, global_batch, step=done)
         stop_now = done >= f.iterations or ctx.should_stop()
         due = loop.due(step, done, last=stop_now)
 

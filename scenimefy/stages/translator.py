@@ -42,6 +42,9 @@ from scenimefy.stages.schedules import hdce_gamma_schedule, lambda_sup_schedule,
 
 ARCH_FIELDS = ("ngf", "n_blocks", "ndf", "n_layers_d", "nce_layers", "head_dim")
 NETWORKS = ("G", "F", "F_s", "D_U", "D_P")
+NONFINITE_HINT = (
+    "lower translator.lr (or the loss weights translator.lambda_*), or train in fp32 (translator.precision=fp32)"
+)
 
 
 # ----------------------------------------------------------------------------------------
@@ -334,10 +337,9 @@ def train_translator(
     bare = build_networks(t)
     progress = {"step": 0, "epoch": 1, "num_images_seen": 0}
     positions = {name: StreamPosition() for name in sources}
-    resume_dir = ctx.latest_checkpoint()
-    state = None
-    if resume_dir is not None:
-        state = ckpt.load_state(resume_dir)
+    resumed = ckpt.load_resume_state(ctx, "translator")
+    resume_dir, state = resumed if resumed is not None else (None, None)
+    if state is not None:
         check_arch(state["config"]["translator"], t)
         for name in NETWORKS:
             load_generator_state(bare[name], state["models"][name]) if name == "G" else bare[name].load_state_dict(
@@ -411,6 +413,10 @@ def train_translator(
             evaluate_every_epochs=max(1, cfg.evaluate.every_epochs) if ctx.evaluate is not None else 0,
             last_epoch=total_epochs,
         ),
+        stage="translator",
+        hint=NONFINITE_HINT,
+        watch=bare,
+        resumed=(progress["step"], resume_dir) if state is not None else None,
     )
     last: dict[str, float] = {}
     evaluation: dict[str, float] = dict(state.get("evaluation", {})) if state is not None else {}
@@ -433,7 +439,7 @@ def train_translator(
             )
             progress["step"] = done = step + 1
             progress["num_images_seen"] += x.shape[0] * ctx.world_size
-            loop.add(metrics, x.shape[0] * ctx.world_size)
+            loop.add(metrics, x.shape[0] * ctx.world_size, step=done, epoch=epoch)
             end_of_epoch = done == epoch * steps_per_epoch
             stopped = bool(t.max_steps and done >= t.max_steps) or ctx.should_stop()
             due = loop.due(
