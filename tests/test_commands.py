@@ -203,13 +203,26 @@ def test_every_workload_is_a_cli_command_and_a_job_script():
         assert f'main("{name}")' in text and len(text.splitlines()) <= 12
 
 
-def _fake_checkpoint(storage: Path, stamp: str, step: int) -> Path:
+def _fake_checkpoint(storage: Path, stamp: str, step: int, sealed: bool = True) -> Path:
     import torch
+
+    from scenimefy.stages.checkpoint import seal
 
     folder = storage / f"checkpoint_{stamp}"
     folder.mkdir(parents=True)
     torch.save({"format": "scenimefy.training_state", "progress": {"step": step}}, folder / "state.pt")
+    if sealed:
+        seal(folder)
     return folder
+
+
+def test_the_checkpoint_named_on_interrupt_is_the_newest_complete_one(tmp_path):
+    storage = tmp_path / "ray" / "r"
+    complete = _fake_checkpoint(storage, "2026-12-02_10-00-00.000001", 25)
+    _fake_checkpoint(storage, "2026-12-02_10-05-00.000001", 75, sealed=False)  # killed during the write
+    assert jobs_runner.latest_checkpoint(storage) == (complete, 25)
+    (complete / "state.pt").write_bytes(b"truncated")
+    assert jobs_runner.latest_checkpoint(storage) is None
 
 
 def test_ctrl_c_ends_with_what_was_saved_and_the_command_that_resumes(tmp_path, capsys, monkeypatch):

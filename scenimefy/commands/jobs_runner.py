@@ -258,21 +258,26 @@ RAY_RUN_SUFFIXES = {
 
 
 def latest_checkpoint(run_storage: Path) -> tuple[Path, int | None] | None:
-    """The newest Ray Train checkpoint folder holding a training state under `run_storage` and its step
-    (None when the state cannot be read); None when there is none. Ray names them by time."""
-    from scenimefy.stages.checkpoint import STATE_FILE
+    """The newest complete Ray Train checkpoint folder under `run_storage` (its manifest verifies: the
+    one a rerun resumes from) and its step (None when the state cannot be read); None when there is
+    none. Ray names them by time."""
+    from scenimefy.stages.checkpoint import STATE_FILE, CheckpointUnreadable, verify
 
     found = sorted(p for p in run_storage.glob("checkpoint_*") if (p / STATE_FILE).is_file())
-    if not found:
-        return None
-    try:
-        import torch
+    for folder in reversed(found):
+        try:
+            verify(folder)
+        except CheckpointUnreadable:  # half-written or damaged: a resume skips it too
+            continue
+        try:
+            import torch
 
-        state = torch.load(found[-1] / STATE_FILE, map_location="cpu", weights_only=True, mmap=True)
-        step = int(state["progress"]["step"])
-    except Exception:  # a half-written or foreign file: name the folder without its step
-        step = None
-    return found[-1], step
+            state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True, mmap=True)
+            step = int(state["progress"]["step"])
+        except Exception:  # a foreign state file: name the folder without its step
+            step = None
+        return folder, step
+    return None
 
 
 def saved_summary(name: str, cfg: Config | None, args: argparse.Namespace) -> str:

@@ -338,7 +338,7 @@ def _log_to_mlflow(cfg: Config, report: dict, report_path: Path, run_name: str) 
         num_translated=report["num_translated"],
     )
     run_id = find_or_create_run(tracking_uri, cfg.run.mlflow_experiment, run_name, params, parent_run_id=parent)
-    tracker = MlflowTracker(tracking_uri, run_id)
+    tracker = MlflowTracker(tracking_uri, run_id, spill_dir=run_dir_of(cfg))
     tracker.log_metrics({k: float(report[k]) for k in SUMMARY_METRICS if k in report}, step=0)
     tracker.log_artifact(report_path)
     tracker.finish("FINISHED")

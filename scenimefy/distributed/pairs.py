@@ -370,7 +370,7 @@ def generate_and_select_on_ray(cfg: Config, *, parent_run_id: str = "") -> Pairs
     run_id = find_or_create_run(
         tracking_uri, cfg.run.mlflow_experiment, f"{cfg.run.name}-pairs", flatten(cfg), parent_run_id
     )
-    tracker = MlflowTracker(tracking_uri, run_id)
+    tracker = MlflowTracker(tracking_uri, run_id, spill_dir=run_dir)
     tracker.log_text(dump_yaml(cfg), "config.yaml")
 
     # Chunks until the mode's goal is met.

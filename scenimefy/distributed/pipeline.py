@@ -451,7 +451,7 @@ def run_pipeline(cfg: Config, *, rerun: Sequence[str] = (), log: Callable[[str],
     run_dir = run_dir_of(cfg)
     tracking_uri = resolve_tracking_uri(cfg.run.mlflow_tracking_uri, run_dir)
     parent_id = find_or_create_run(tracking_uri, cfg.run.mlflow_experiment, f"{cfg.run.name}-pipeline", flatten(cfg))
-    tracker = MlflowTracker(tracking_uri, parent_id)
+    tracker = MlflowTracker(tracking_uri, parent_id, spill_dir=run_dir)
     tracker.log_text("\n".join(plan.describe()) + "\n", "pipeline_plan.txt")
     for line in plan.describe():
         log(f"[pipeline] plan: {line}")

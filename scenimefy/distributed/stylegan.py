@@ -228,7 +228,7 @@ def _fit(
     name = stage_run_name(cfg, stage)
     tracking_uri = resolve_tracking_uri(cfg.run.mlflow_tracking_uri, run_dir)
     run_id = find_or_create_run(tracking_uri, cfg.run.mlflow_experiment, name, params, parent_run_id)
-    tracker = MlflowTracker(tracking_uri, run_id)
+    tracker = MlflowTracker(tracking_uri, run_id, spill_dir=run_dir)
     tracker.log_text(dump_yaml(cfg), "config.yaml")
 
     trainer = torch_trainer(

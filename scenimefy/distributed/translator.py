@@ -125,7 +125,7 @@ def train_translator_on_ray(cfg: Config, *, callbacks: list | None = None, paren
     params.update({f"data.{k}_skipped": len(p.skipped) for k, p in prepared.items()})
     params["translator.steps_per_epoch_resolved"] = steps
     run_id = find_or_create_run(tracking_uri, cfg.run.mlflow_experiment, cfg.run.name, params, parent_run_id)
-    tracker = MlflowTracker(tracking_uri, run_id)
+    tracker = MlflowTracker(tracking_uri, run_id, spill_dir=run_dir)
     tracker.log_text(_config_yaml(cfg), "config.yaml")
 
     datasets = {
