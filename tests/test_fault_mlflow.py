@@ -85,3 +85,67 @@ def test_points_still_unsent_at_the_end_are_kept_and_sent_by_the_next_run(server
     assert _steps(client, run_id, "extra") == [(3, 1.0)]
     assert [a.path for a in client.list_artifacts(run_id)] == ["notes.txt"]
     assert not list(tmp_path.iterdir())  # the kept points were sent and their folder removed
+
+
+class _OutageAround(MlflowTracker):
+    """The real tracker of a training run; the server goes down after step `down_after` is logged and is back
+    before step `up_at` is logged (the clock then jumps past the retry backoff)."""
+
+    def __init__(self, server: MlflowServer, *args, down_after: int, up_at: int, **kwargs):
+        self.now = [0.0]
+        super().__init__(*args, clock=lambda: self.now[0], **kwargs)
+        self.server, self.down_after, self.up_at = server, down_after, up_at
+
+    def log_metrics(self, metrics, step):
+        if step == self.up_at:
+            _restart(self.server)
+            self.now[0] += 120.0
+        super().log_metrics(metrics, step)
+        if step == self.down_after:
+            self.server.stop()
+
+
+def test_a_translator_run_trains_through_an_outage_and_every_logged_step_reaches_the_server(server, tmp_path):
+    """A real training loop (the translator stage in-process, tiny sizes) logging through the real tracker."""
+    import torch
+    from stage_recorder import ArraySource, Recorder
+
+    from scenimefy.config import load_config
+    from scenimefy.stages.translator import train_translator
+
+    cfg = load_config(
+        None,
+        [
+            "translator.ngf=8", "translator.ndf=8", "translator.n_blocks=1", "translator.num_patches=8",
+            "translator.head_dim=8", "translator.batch_size_per_worker=2", "translator.n_epochs=2",
+            "translator.n_epochs_decay=1", "translator.steps_per_epoch=2", "translator.log_every_steps=1",
+            "translator.sample_every_steps=0", "translator.checkpoint_every_steps=2",
+            "data.load_size=36", "data.crop_size=32", "run.num_workers=1", "run.torch_threads=1",
+        ],
+    )  # fmt: skip
+    rng = np.random.default_rng(0)
+    img = lambda: rng.integers(0, 256, (8, 36, 36, 3), dtype=np.uint8)  # noqa: E731
+    sources = {
+        "photos": ArraySource({"image": img()}, batch_size=2, seed=1),
+        "anime": ArraySource({"image": img()}, batch_size=2, seed=2),
+        "pairs": ArraySource({"image_a": img(), "image_b": img()}, batch_size=2, seed=3),
+    }
+    run_id = find_or_create_run(server.uri, "scenimefy", "train-through-outage")
+    tracker = _OutageAround(server, server.uri, run_id, spill_dir=tmp_path, down_after=2, up_at=5)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rec = Recorder()
+        train_translator(cfg, sources, 2, rec.context(tracker))
+    finally:
+        torch.set_num_threads(threads)
+        if server.proc is None or server.proc.poll() is not None:  # stopped and not yet back
+            _restart(server)
+    tracker.finish()
+
+    logged = _steps(tracker.client, run_id, "loss_G")
+    assert [s for s, _ in logged] == list(range(1, 7))  # steps 3-4 sent after the outage; none twice
+    assert all(np.isfinite(v) for _, v in logged)
+    assert rec.checkpoints  # training went on checkpointing through the outage
+    assert tracker.client.get_run(run_id).info.status == "FINISHED"
+    assert not list(tmp_path.iterdir())
