@@ -158,14 +158,16 @@ def test_our_lines_are_the_tagged_ones():
         assert not OUR_LINE.match(theirs)
 
 
-def test_attach_to_ray_replaces_rays_printer_in_its_dispatcher_and_gives_it_back(tmp_path, capsys):
-    """Ray's real dispatcher object (no cluster needed): inside a quiet run, forwarded worker lines go
-    through our handler instead of Ray's `ray_print_logs`; afterwards Ray's printer is back when Ray is
-    connected, and ours is gone in any case."""
+def test_attach_to_ray_replaces_rays_printers_and_gives_them_back(tmp_path, capsys):
+    """Ray's real dispatcher object and error printer (no cluster needed): inside a quiet run, forwarded
+    worker lines and the cluster's messages go to the log file instead of Ray's printers, our tagged
+    lines to stdout; afterwards Ray's error printer is back and our handler gone."""
+    from ray._private import worker
     from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
 
     from scenimefy.distributed import logs
 
+    rays_print = worker.print_to_stdstream
     seen = []
     saved = list(dispatcher.handlers)
     dispatcher.add_handler(logs.RAY_PRINT_HANDLER, seen.append)
@@ -173,16 +175,18 @@ def test_attach_to_ray_replaces_rays_printer_in_its_dispatcher_and_gives_it_back
         with logs.quiet_run(tmp_path / "run.log"):
             assert logs.attach_to_ray()
             assert [n for n, _ in dispatcher.handlers].count(logs.RAY_PRINT_HANDLER) == 0
-            dispatcher.emit(
-                {"pid": 7, "task_name": "ListFiles", "is_err": True, "lines": ["InterruptedError", "[x] y"]}
-            )
-        names = [n for n, _ in dispatcher.handlers]
-        assert logs.OUR_PRINT_HANDLER not in names
+            batch = {"pid": 7, "task_name": "ListFiles", "is_err": True, "lines": ["InterruptedError", "[x] y"]}
+            dispatcher.emit(batch)
+            # what Ray's error listener prints without the dispatcher (raylet and GCS messages)
+            worker.print_to_stdstream({"pid": "raylet", "is_err": False, "lines": ["WARNING: 8 workers"]}, False)
+        assert logs.OUR_PRINT_HANDLER not in [n for n, _ in dispatcher.handlers]
+        assert worker.print_to_stdstream is rays_print
     finally:
         dispatcher.handlers = saved
     assert seen == []
     assert capsys.readouterr().out == "[x] y\n"
-    assert "(ListFiles pid=7) InterruptedError" in (tmp_path / "run.log").read_text()
+    text = (tmp_path / "run.log").read_text()
+    assert "(ListFiles pid=7) InterruptedError" in text and "(pid=raylet) WARNING: 8 workers" in text
 
 
 # ----------------------------------------------------------------------------------------

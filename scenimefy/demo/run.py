@@ -5,7 +5,14 @@ priors (`scenimefy.demo.priors`: CLIP and LPIPS for fine-tuning, Mask2Former for
 then runs `scenimefy.distributed.pipeline` on them with the `tiny` preset on CPU workers: a 32 px StyleGAN2
 pretrained on the photos (G_s), fine-tuned on the anime scenes (G_t), pseudo pairs generated
 and selected, and the translator trained on photos, anime and the selected pairs. It then
-translates the held-out photos and writes `before_after.png`. A rerun skips finished stages.
+translates the held-out photos and writes `before_after.png` (photos over translations, each
+column with its content measure, the luminance SSIM of `scenimefy.evaluation.content`),
+`kept_dropped.png` (stage 2's kept and dropped pairs with their scores) and, with `photos`, the
+same grid for a folder of real photos. A rerun skips finished stages.
+
+The terminal shows our own lines only (a few per stage, then the summary: stage times, kept and
+dropped pairs, content kept); Ray's and the libraries' output goes to `logs/run.log`
+(`scenimefy.distributed.logs.quiet_run`; `verbose` prints it instead).
 
 Why the settings in DEMO_OVERRIDES (each also has its comment):
 - A StyleGAN2 trained from scratch for a minute draws coloured blobs, not scenes, so the pseudo
@@ -172,12 +179,20 @@ def run_demo(
         if log_file is not None:
             print(f"[demo] Ray's and the libraries' output goes to {log_file} (--verbose prints it)", flush=True)
         written, summary = _run_demo_stages(out, overrides, workers, photos)
+        _disconnect_ray()  # now, while Ray's shutdown lines still go to the log file
     print(f"[demo] finished in {time.perf_counter() - started:.0f} s", flush=True)
     for line in summary:
         print(line, flush=True)
     if log_file is not None:
         written["log"] = str(log_file)
     return written
+
+
+def _disconnect_ray() -> None:
+    import sys
+
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        sys.modules["ray"].shutdown()
 
 
 def _run_demo_stages(out: Path, overrides, workers: int, photos: str) -> tuple[dict[str, str], list[str]]:
@@ -187,7 +202,7 @@ def _run_demo_stages(out: Path, overrides, workers: int, photos: str) -> tuple[d
     # Data and priors: procedural scenes in two styles, tiny priors.
     print(f"[demo] drawing demo data into {out / 'data'}", flush=True)
     data = write_demo_dataset(str(out / "data"), **DEMO_DATA)
-    print(f"[demo] writing tiny priors into {out / 'priors'} (Mask2Former: taught the scenes' regions)", flush=True)
+    print(f"[demo] writing tiny random priors into {out / 'priors'}", flush=True)
     priors = write_demo_priors(out / "priors")
 
     # Stages 0-3 with the tiny preset on CPU.

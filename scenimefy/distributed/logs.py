@@ -8,18 +8,20 @@ While a quiet run is active:
 - the process's standard error (the file descriptor, so also what Ray's C++ core, tqdm bars and
   Python warnings write) goes to the log file; standard output stays on the terminal, and
   everything of ours prints there (`print`),
-- the lines Ray forwards from its workers (`log_to_driver`) all go to the log file, each with the
-  actor or task it came from; only the lines of ours among them also reach the terminal: those
-  that start with a `[word] ` tag, e.g. `[translator] epoch 1/4 ...` (`OUR_LINE`),
+- the lines Ray forwards from its workers (`log_to_driver`) and the cluster's error and warning
+  messages (raylet, GCS) all go to the log file, each with the actor or task it came from; only
+  the lines of ours among them also reach the terminal: those that start with a `[word] ` tag,
+  e.g. `[translator] epoch 1/4 ...` (`OUR_LINE`),
 - Ray Data prints no progress bars and no per-dataset start lines (`quiet_ray_data`).
 
 `verbose=True` changes nothing: Ray and the libraries print as they normally do. A traceback
 raised out of the block is printed by Python after the block has restored standard error, so a
 failure still shows on the terminal.
 
-Forwarded worker lines pass through Ray's driver-side dispatcher, which Ray exposes only in a
-private module (`ray._private.ray_logging`); `attach_to_ray` is the one place that touches it,
-and on a Ray without it the worker lines simply stay as Ray prints them.
+Forwarded worker lines pass through Ray's driver-side dispatcher, and the cluster's messages
+through `print_to_stdstream`, both only in private modules (`ray._private.ray_logging`,
+`ray._private.worker`); `attach_to_ray` is the one place that touches them, and on a Ray without
+them the lines simply stay as Ray prints them.
 """
 
 from __future__ import annotations
@@ -98,11 +100,30 @@ def attach_to_ray() -> bool:
     except ImportError:
         logging.getLogger(__name__).warning("this Ray has no log dispatcher: worker lines print as Ray prints them")
         return False
+    from ray._private import worker
+
     quiet_ray_data()
     dispatcher.remove_handler(RAY_PRINT_HANDLER)
     dispatcher.add_handler(OUR_PRINT_HANDLER, _active.write_worker_batch)
+    # The cluster's error and warning messages (raylet, GCS) skip the dispatcher: Ray's error
+    # listener thread calls this module function directly.
+    global _rays_print_to_stdstream
+    if getattr(worker, "print_to_stdstream", None) is not _print_to_log:
+        _rays_print_to_stdstream = getattr(worker, "print_to_stdstream", None)
+        worker.print_to_stdstream = _print_to_log
     _active.attached = True
     return True
+
+
+_rays_print_to_stdstream = None  # Ray's own, while ours stands in for it
+
+
+def _print_to_log(data: dict[str, Any], ignore_prefix: bool = False) -> None:
+    """Stands in for Ray's `print_to_stdstream` during a quiet run (Ray's own outside one)."""
+    if _active is not None:
+        _active.write_worker_batch(data)
+    elif _rays_print_to_stdstream is not None:
+        _rays_print_to_stdstream(data, ignore_prefix)
 
 
 def _detach_from_ray() -> None:
@@ -115,6 +136,8 @@ def _detach_from_ray() -> None:
     from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
 
     dispatcher.remove_handler(OUR_PRINT_HANDLER)
+    if worker.print_to_stdstream is _print_to_log and _rays_print_to_stdstream is not None:
+        worker.print_to_stdstream = _rays_print_to_stdstream
     if worker.global_worker.connected:
         dispatcher.add_handler(RAY_PRINT_HANDLER, functools.partial(worker.print_to_stdstream, ignore_prefix=False))
     _active.attached = False
