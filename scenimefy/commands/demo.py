@@ -44,7 +44,8 @@ def run(cfg: Any, args: argparse.Namespace) -> Any:
     """Dry run: where it writes and with how many workers. Run: the demo; returns its paths."""
     out = str(Path(args.out).absolute())
     if args.dry_run:
-        return [f"out: {out}", f"workers: {args.workers}"]
+        log = "the terminal (--verbose)" if args.verbose else str(Path(out) / "logs" / "run.log")
+        return [f"out: {out}", f"workers: {args.workers}", f"Ray's and the libraries' output: {log}"]
     from scenimefy.demo.run import run_demo
 
     photos = str(Path(args.photos).absolute()) if args.photos else ""
