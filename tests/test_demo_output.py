@@ -245,3 +245,50 @@ def test_ingest_options_carry_the_data_context_without_the_deprecated_option():
     current = DataContext.get_current().execution_options
     assert ours.resource_limits == current.resource_limits and ours.preserve_order == current.preserve_order
     assert sum("exclude_resources" in m for m in messages) == 1  # Ray's default warns, ours does not
+
+
+RAY_SCRIPT = textwrap.dedent(
+    """
+    import sys, threading
+    import ray
+    from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
+    from scenimefy.distributed import logs
+    from scenimefy.distributed.cluster import init_ray
+
+    arrived = threading.Event()
+    with logs.quiet_run(sys.argv[1]):
+        init_ray(num_cpus_needed=1)
+        # after ours in the dispatcher: set once our handler has had the task's last line
+        dispatcher.add_handler("test", lambda d: any("noise" in line for line in d["lines"]) and arrived.set())
+
+        @ray.remote
+        def task():
+            import warnings
+            print("[probe] ours, from a task", flush=True)
+            warnings.warn("a warning from a task")
+            print("noise from a task", flush=True)
+            return 1
+
+        assert ray.get(task.remote()) == 1
+        assert arrived.wait(120), "the task's lines never reached the driver"
+        ray.shutdown()
+    print("done", flush=True)
+    """
+)
+
+
+@pytest.mark.ray
+def test_a_quiet_ray_run_prints_only_our_lines(tmp_path):
+    """A real local Ray started by `init_ray` inside a quiet run: the driver's terminal gets the task's
+    tagged line and nothing of Ray's; the log file gets Ray's start-up lines and the task's other output."""
+    log = tmp_path / "logs" / "run.log"
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(Path.home())}
+    done = subprocess.run(
+        [sys.executable, "-c", RAY_SCRIPT, str(log)], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout == "[probe] ours, from a task\ndone\n"
+    assert "Traceback" not in done.stderr
+    text = log.read_text()
+    assert "Started a local Ray instance" in text
+    assert "noise from a task" in text and "a warning from a task" in text
