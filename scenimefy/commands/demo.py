@@ -4,6 +4,7 @@
     python jobs/demo.py --out /shared/demo --workers 2
     scenimefy submit --address http://HEAD:8265 demo --out /shared/demo
 
+Ray's and the libraries' own output goes to <out>/logs/run.log; --verbose prints it instead.
 It takes no --config: its settings are the `tiny` preset with the demo's own changes
 (scenimefy/demo/run.py); overrides go on top of them.
 """
@@ -14,7 +15,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from scenimefy.commands.options import add_workload_options
+from scenimefy.commands.options import add_verbose_option, add_workload_options
 
 HELP = "stages 0-3 on procedural demo data (tiny preset, CPU, a few minutes)"
 
@@ -29,13 +30,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "cluster; default: %(default)s, in the current directory)",
     )
     p.add_argument("--workers", type=int, default=2, help="Ray Train workers (default: %(default)s)")
+    p.add_argument(
+        "--photos",
+        default="",
+        metavar="DIR",
+        help="a folder of real photos to translate with the demo's generator too, shown in before_after_photos.png "
+        "(default: none)",
+    )
+    add_verbose_option(p)
 
 
 def run(cfg: Any, args: argparse.Namespace) -> Any:
     """Dry run: where it writes and with how many workers. Run: the demo; returns its paths."""
     out = str(Path(args.out).absolute())
     if args.dry_run:
-        return [f"out: {out}", f"workers: {args.workers}"]
+        log = "the terminal (--verbose)" if args.verbose else str(Path(out) / "logs" / "run.log")
+        return [f"out: {out}", f"workers: {args.workers}", f"Ray's and the libraries' output: {log}"]
     from scenimefy.demo.run import run_demo
 
-    return run_demo(out_dir=out, overrides=args.overrides, workers=args.workers)
+    photos = str(Path(args.photos).absolute()) if args.photos else ""
+    return run_demo(out_dir=out, overrides=args.overrides, workers=args.workers, verbose=args.verbose, photos=photos)

@@ -79,3 +79,12 @@ def add_workload_options(p: argparse.ArgumentParser, example: str, *, config: bo
         help="skip the check that the Ray cluster has the GPUs a run.use_gpu=true run needs (GPU nodes join on demand)",
     )
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and the plan, then exit")
+
+
+def add_verbose_option(p: argparse.ArgumentParser) -> None:
+    """`--verbose`: Ray's and the libraries' own output on the terminal, instead of the run's log file."""
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="print Ray's and the libraries' own output too (default: they go to the run's logs/run.log)",
+    )

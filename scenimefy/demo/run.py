@@ -5,7 +5,14 @@ priors (`scenimefy.demo.priors`: CLIP and LPIPS for fine-tuning, Mask2Former for
 then runs `scenimefy.distributed.pipeline` on them with the `tiny` preset on CPU workers: a 32 px StyleGAN2
 pretrained on the photos (G_s), fine-tuned on the anime scenes (G_t), pseudo pairs generated
 and selected, and the translator trained on photos, anime and the selected pairs. It then
-translates the held-out photos and writes `before_after.png`. A rerun skips finished stages.
+translates the held-out photos and writes `before_after.png` (photos over translations, each
+column with its content measure, the luminance SSIM of `scenimefy.evaluation.content`),
+`kept_dropped.png` (stage 2's kept and dropped pairs with their scores) and, with `photos`, the
+same grid for a folder of real photos. A rerun skips finished stages.
+
+The terminal shows our own lines only (a few per stage, then the summary: stage times, kept and
+dropped pairs, content kept); Ray's and the libraries' output goes to `logs/run.log`
+(`scenimefy.distributed.logs.quiet_run`; `verbose` prints it instead).
 
 Why the settings in DEMO_OVERRIDES (each also has its comment):
 - A StyleGAN2 trained from scratch for a minute draws coloured blobs, not scenes, so the pseudo
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -59,8 +67,16 @@ DEMO_OVERRIDES = (
     # hDCE at CUT's PatchNCE weight: the pseudo pairs above teach colour, not layout.
     "translator.lambda_hdce=1.0",
     "translator.sample_every_steps=75",
+    # A few progress lines per stage on the terminal (everything else goes to logs/run.log).
+    "pretrain.log_every_kimg=0.2",
+    "finetune.log_every_steps=40",
+    "translator.log_every_steps=75",
 )
 PRIORS_RECORD = "priors.json"
+LOG_FILE = "run.log"  # <out>/logs/: Ray's and the libraries' output (scenimefy.distributed.logs)
+TILE = 192  # px: the longer side of each picture in the before/after grids
+REAL_SIDE = 192  # px: real photos (--photos) are translated at this longer side (the demo trains at 64)
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm")
 
 
 def write_demo_priors(directory: Path) -> PriorsConfig:
@@ -87,14 +103,103 @@ def make_output_dir(out: Path) -> Path:
     return out
 
 
-def run_demo(*, out_dir: str, overrides: list[str] | tuple[str, ...] = (), workers: int = 2) -> dict[str, str]:
-    from scenimefy.distributed.pipeline import G_S, G_T, PAIRS_DIR, records_dir_of, run_pipeline
-    from scenimefy.inference.translate import load_translator, translate_paths
+def labelled_before_after(photos: list[np.ndarray], translated: list[np.ndarray], tile: int = TILE) -> np.ndarray:
+    """Photos over their translations, each enlarged (nearest) to at least `tile` px on its longer side,
+    the rows labelled "photo" and "anime (ours)", each column with its content measure (SSIM of the
+    luminance, `scenimefy.evaluation.content`)."""
+    from scenimefy.evaluation.content import luminance_ssim
+
+    scores = [luminance_ssim(p, t) for p, t in zip(photos, translated)]
+
+    def enlarged(a: np.ndarray) -> np.ndarray:
+        k = max(1, tile // max(a.shape[:2]))
+        return np.repeat(np.repeat(a, k, axis=0), k, axis=1)
+
+    photos = [enlarged(np.asarray(_at_size(p, t.shape[:2]))) for p, t in zip(photos, translated)]
+    return image_grid(
+        [photos, [enlarged(t) for t in translated]],
+        row_labels=["photo", "anime (ours)"],
+        col_labels=[f"SSIM {v:.2f}" for v in scores],
+    )
+
+
+def _at_size(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    from PIL import Image
+
+    if image.shape[:2] == shape:
+        return image
+    return np.asarray(Image.fromarray(image).resize((shape[1], shape[0]), Image.BICUBIC))
+
+
+def translate_for_grid(generator, inputs: str, out: Path, *, max_side: int) -> tuple[list, list]:
+    """Translate the images of folder `inputs` into `out`; the (photo, translation) arrays matched by name."""
+    from scenimefy.inference.translate import translate_paths
+
+    report = translate_paths(
+        generator, [inputs], str(out), batch_size=8, max_side=max_side, tile=0, tile_overlap=0, device="cpu",
+        progress=False, exclude_extensions=VIDEO_EXTENSIONS,
+    )  # fmt: skip
+    by_stem = {Path(w).stem: w for w in report.written}
+    photos, translated = [], []
+    for path in list_image_files(inputs):
+        if Path(path).stem in by_stem:
+            photos.append(np.asarray(load_image(path)))
+            translated.append(np.asarray(load_image(by_stem[Path(path).stem])))
+    return photos, translated
+
+
+def copy_file_atomic(src: Path, dst: Path) -> None:
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def selection_counts(record: dict | None) -> tuple[int, int, str]:
+    """(candidates, kept, inspection picture) from stage 2's completion record (zeros when absent)."""
+    facts = (record or {}).get("facts", {})
+    return int(facts.get("num_candidates", 0)), int(facts.get("num_kept", 0)), str(facts.get("inspection", ""))
+
+
+def run_demo(
+    *,
+    out_dir: str,
+    overrides: list[str] | tuple[str, ...] = (),
+    workers: int = 2,
+    verbose: bool = False,
+    photos: str = "",
+) -> dict[str, str]:
+    """The demo (module docstring); `photos` (a folder of real photos, optional) are translated too.
+    Without `verbose`, Ray's and the libraries' output goes to `<out>/logs/run.log` (`quiet_run`)."""
+    from scenimefy.distributed.logs import quiet_run
 
     out = make_output_dir(Path(out_dir).absolute())
+    if photos and not Path(photos).is_dir():
+        raise ValueError(f"--photos {photos}: not a folder; give a folder of photos to translate, or leave it out")
     started = time.perf_counter()
+    with quiet_run(out / "logs" / LOG_FILE, verbose=verbose) as log_file:
+        if log_file is not None:
+            print(f"[demo] Ray's and the libraries' output goes to {log_file} (--verbose prints it)", flush=True)
+        written, summary = _run_demo_stages(out, overrides, workers, photos)
+        _disconnect_ray()  # now, while Ray's shutdown lines still go to the log file
+    print(f"[demo] finished in {time.perf_counter() - started:.0f} s", flush=True)
+    for line in summary:
+        print(line, flush=True)
+    if log_file is not None:
+        written["log"] = str(log_file)
+    return written
 
-    # Data and priors: procedural scenes in two styles, tiny random priors.
+
+def _disconnect_ray() -> None:
+    import sys
+
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        sys.modules["ray"].shutdown()
+
+
+def _run_demo_stages(out: Path, overrides, workers: int, photos: str) -> tuple[dict[str, str], list[str]]:
+    from scenimefy.distributed.pipeline import G_S, G_T, PAIRS, PAIRS_DIR, read_record, records_dir_of, run_pipeline
+    from scenimefy.inference.translate import load_translator
+
+    # Data and priors: procedural scenes in two styles, tiny priors.
     print(f"[demo] drawing demo data into {out / 'data'}", flush=True)
     data = write_demo_dataset(str(out / "data"), **DEMO_DATA)
     print(f"[demo] writing tiny random priors into {out / 'priors'}", flush=True)
@@ -115,48 +220,49 @@ def run_demo(*, out_dir: str, overrides: list[str] | tuple[str, ...] = (), worke
     )
     outcome = run_pipeline(cfg)
 
-    # Translate the held-out photos and show before/after.
+    # Translate the held-out photos (and the real ones) and show before/after.
     generator = load_translator(outcome.generator, "cpu")
-    translated = out / "translated"
-    report = translate_paths(
-        generator,
-        [data["test"]],
-        str(translated),
-        batch_size=8,
-        max_side=0,
-        tile=0,
-        tile_overlap=0,
-        device="cpu",
-        progress=False,
-    )
-    before = [np.asarray(load_image(p)) for p in list_image_files(data["test"])]
-    after = [np.asarray(load_image(p)) for p in sorted(report.written)]
-    grid = image_grid([before, after], row_labels=["photo", "anime"])
-    grid_path = out / "before_after.png"
-    save_image_atomic(str(grid_path), grid)
+    from scenimefy.evaluation.content import mean_luminance_ssim
 
+    test_photos, test_translated = translate_for_grid(generator, data["test"], out / "translated", max_side=0)
+    grid_path = out / "before_after.png"
+    save_image_atomic(str(grid_path), labelled_before_after(test_photos, test_translated))
+    content = mean_luminance_ssim(test_photos, test_translated)
+    lines = [f"  {r.stage}: " + (f"ran in {r.seconds:.0f} s" if r.action == "ran" else "skipped (finished earlier)")
+             for r in outcome.stages]  # fmt: skip
+    candidates, kept, inspection = selection_counts(read_record(cfg, PAIRS))
+    kept_dropped = out / "kept_dropped.png"
+    if inspection and Path(inspection).is_file():
+        copy_file_atomic(Path(inspection), kept_dropped)
+    lines.append(
+        f"[demo] stage 2 kept {kept} and dropped {candidates - kept} of {candidates} candidate pairs "
+        f"(L_BCE < {cfg.pairs.bce_threshold:g}, >= {cfg.pairs.min_classes} classes): {kept_dropped.name}"
+    )
+    lines.append(
+        f"[demo] content kept (luminance SSIM, photo vs translation, 1 = same structure): {content:.3f}, mean of "
+        f"{len(test_photos)} test scenes: {grid_path.name}"
+    )
     written = {
         "data": str(out / "data"),
-        "priors": str(out / "priors"),
         "run": outcome.run_dir,
         "G_s": outcome.outputs.get(G_S, ""),
         "G_t": outcome.outputs.get(G_T, ""),
         "pairs": outcome.outputs.get(PAIRS_DIR, ""),
         "generator": outcome.generator,
         "records": str(records_dir_of(cfg)),
-        "translated": str(translated),
         "before_after": str(grid_path),
+        "kept_dropped": str(kept_dropped),
         "mlflow": f"{outcome.tracking_uri} (parent run {outcome.mlflow_run_id})",
     }
-    print(f"[demo] finished in {time.perf_counter() - started:.0f} s; stages:", flush=True)
-    for result in outcome.stages:
-        print(
-            f"  {result.stage}: "
-            + (f"ran in {result.seconds:.0f} s" if result.action == "ran" else "skipped (finished earlier)"),
-            flush=True,
-        )
-    print("[demo] wrote:", flush=True)
-    for key, value in written.items():
-        print(f"  {key}: {value}", flush=True)
-    print(f"[demo] serve it in a web page: scenimefy serve --checkpoint {outcome.generator}", flush=True)
-    return written
+    if photos:
+        real, real_translated = translate_for_grid(generator, photos, out / "translated_photos", max_side=REAL_SIDE)
+        if real:
+            real_path = out / "before_after_photos.png"
+            save_image_atomic(str(real_path), labelled_before_after(real, real_translated))
+            lines.append(
+                f"[demo] content kept on {len(real)} real photos ({REAL_SIDE} px): "
+                f"{mean_luminance_ssim(real, real_translated):.3f}: {real_path.name}"
+            )
+            written["before_after_photos"] = str(real_path)
+    lines.append(f"[demo] pictures and outputs in {out}; serve it: scenimefy serve --checkpoint {outcome.generator}")
+    return written, lines

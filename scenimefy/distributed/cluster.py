@@ -39,12 +39,21 @@ def init_ray(*, num_cpus_needed: float = 0) -> None:
     get the dashboard at http://127.0.0.1:8265.
     """
     quiet_env()
+    # Ray Data lists a folder with 8 threads by default; our folders hold a few Parquet files, and
+    # the threaded lister's completion thread can die with an InterruptedError traceback when its
+    # dataset finishes first (each epoch). One thread lists sequentially, with no such thread (a local
+    # cluster's workers inherit the setting).
+    os.environ.setdefault("RAY_DATA_LIST_FILES_THREADED_NUM_WORKERS", "1")
     import ray
 
+    from scenimefy.distributed.logs import attach_to_ray
+
     if ray.is_initialized():
+        attach_to_ray()  # inside a quiet run (scenimefy.distributed.logs): worker lines to its log file
         return
     if os.environ.get("RAY_ADDRESS") or os.environ.get("RAY_JOB_ID"):
         ray.init(log_to_driver=True)
+        attach_to_ray()
         return
     # Ray's default authentication stays as it is (token auth for a new local cluster, the token
     # kept in ~/.ray/auth_token): a local run does not switch it off.
@@ -56,6 +65,7 @@ def init_ray(*, num_cpus_needed: float = 0) -> None:
         include_dashboard=True,
         log_to_driver=True,
     )
+    attach_to_ray()
 
 
 def local_path(path: str) -> str:
@@ -284,6 +294,19 @@ def copy_atomic(src: Path, dst: Path) -> None:
         shutil.copyfile(src, tmp)
 
 
+def ingest_options():
+    """Ray Train's default ingest options (the current DataContext's), built without the deprecated
+    `exclude_resources`, which Ray Train's own default passes and Ray Data then warns about."""
+    from ray.data import DataContext, ExecutionOptions
+
+    current = DataContext.get_current().execution_options
+    return ExecutionOptions(
+        resource_limits=current.resource_limits,
+        preserve_order=current.preserve_order,
+        verbose_progress=current.verbose_progress,
+    )
+
+
 def torch_trainer(
     worker: Callable[[dict], Any],
     cfg,
@@ -323,5 +346,5 @@ def torch_trainer(
             callbacks=callbacks or [],
         ),
         datasets=datasets,
-        dataset_config=ray.train.DataConfig(datasets_to_split="all"),
+        dataset_config=ray.train.DataConfig(datasets_to_split="all", execution_options=ingest_options()),
     )

@@ -134,6 +134,12 @@ class EqualConv2d(nn.Module):
         return f"{in_c}, {out_c}, {k}, stride={self.stride}, padding={self.padding}"
 
 
+def standard_strides(grad: Tensor) -> Tensor:
+    """`grad` with row-major strides (a copy only where a size-1 dimension has an unusual stride)."""
+    expected = torch.empty(grad.shape, device="meta").stride()
+    return grad if grad.stride() == expected else grad.clone(memory_format=torch.contiguous_format)
+
+
 class EqualLinear(nn.Module):
     """Linear with equalised learning rate and a learning-rate multiplier.
 
@@ -153,6 +159,10 @@ class EqualLinear(nn.Module):
     ):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_features, in_features).div_(lr_mul))
+        if 1 in self.weight.shape:
+            # A (1, n) weight's gradient from a double backward (the R1 penalty, docs/method.md) comes
+            # with strides (1, 1); DDP's bucket expects (n, 1) and warns. Same values, standard strides.
+            self.weight.register_hook(standard_strides)
         self.bias = nn.Parameter(torch.full((out_features,), float(bias_init))) if bias else None
         self.scale = lr_mul / math.sqrt(in_features)
         self.lr_mul = lr_mul

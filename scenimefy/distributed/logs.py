@@ -1,0 +1,185 @@
+"""Quiet runs: our own lines on the terminal, Ray's and the libraries' logs in a file.
+
+    with quiet_run(out / "logs" / "run.log", verbose=args.verbose) as log_file:
+        ...  # start Ray (init_ray), run stages; the terminal shows only our lines
+
+While a quiet run is active:
+
+- the process's standard error (the file descriptor, so also what Ray's C++ core, tqdm bars and
+  Python warnings write) goes to the log file; standard output stays on the terminal, and
+  everything of ours prints there (`print`),
+- the lines Ray forwards from its workers (`log_to_driver`) and the cluster's error and warning
+  messages (raylet, GCS) all go to the log file, each with the actor or task it came from; only
+  the lines of ours among them also reach the terminal: those that start with a `[word] ` tag,
+  e.g. `[translator] epoch 1/4 ...` (`OUR_LINE`),
+- Ray Data prints no progress bars and no per-dataset start lines (`quiet_ray_data`).
+
+`verbose=True` changes nothing: Ray and the libraries print as they normally do. A traceback
+raised out of the block is printed by Python after the block has restored standard error, so a
+failure still shows on the terminal.
+
+Forwarded worker lines pass through Ray's driver-side dispatcher, and the cluster's messages
+through `print_to_stdstream`, both only in private modules (`ray._private.ray_logging`,
+`ray._private.worker`); `attach_to_ray` is the one place that touches them, and on a Ray without
+them the lines simply stay as Ray prints them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+# A line of ours: a lower-case tag in brackets, then a space ("[pretrain] kimg 0.2/0.8 ...").
+# Ray's own lines start otherwise ("[2026-...", "(raylet)", "Traceback", "INFO ...").
+OUR_LINE = re.compile(r"^\[[a-z][a-z0-9_-]*\] ")
+# Ray's name for the driver's forwarding handler (ray/_private/worker.py, `connect`).
+RAY_PRINT_HANDLER = "ray_print_logs"
+OUR_PRINT_HANDLER = "scenimefy_quiet_logs"
+# Set for the child processes a quiet run starts (a local Ray's workers among them): no download or
+# progress bars from Hugging Face libraries, which would otherwise redraw in the log file.
+QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error", "TQDM_DISABLE": "1"}
+
+
+class _Active:
+    """The open log file of the current quiet run, and what to restore afterwards."""
+
+    def __init__(self, path: Path, log: TextIO):
+        self.path = path
+        self.log = log
+        self.lock = threading.Lock()
+        self.attached = False
+
+    def write_worker_batch(self, data: dict[str, Any]) -> None:
+        """One batch of lines Ray forwarded from a worker: all to the file, ours also to stdout."""
+        source = data.get("actor_name") or data.get("task_name") or ""
+        prefix = f"({source + ' ' if source else ''}pid={data.get('pid')}) "
+        lines = data.get("lines") or []
+        ours = [line for line in lines if OUR_LINE.match(line)]
+        with self.lock:
+            for line in lines:
+                self.log.write(prefix + line + "\n")
+            self.log.flush()
+        if ours:
+            print("\n".join(ours), flush=True)
+
+
+_active: _Active | None = None
+
+
+def active_log_file() -> Path | None:
+    """The log file of the quiet run in progress, None when there is none (or it is verbose)."""
+    return _active.path if _active is not None else None
+
+
+def quiet_ray_data() -> None:
+    """Ray Data in the driver (and the workers it ships its context to): no progress bars, no
+    per-dataset execution lines, no per-operator progress."""
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    ctx.execution_options.verbose_progress = False
+
+
+def attach_to_ray() -> bool:
+    """Route the worker lines Ray forwards to the driver through the current quiet run (after
+    `ray.init`; `init_ray` calls it). True when attached; False outside a quiet run or when this
+    Ray has no dispatcher to attach to."""
+    if _active is None or _active.attached:
+        return _active is not None and _active.attached
+    try:
+        from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
+    except ImportError:
+        logging.getLogger(__name__).warning("this Ray has no log dispatcher: worker lines print as Ray prints them")
+        return False
+    from ray._private import worker
+
+    quiet_ray_data()
+    dispatcher.remove_handler(RAY_PRINT_HANDLER)
+    dispatcher.add_handler(OUR_PRINT_HANDLER, _active.write_worker_batch)
+    # The cluster's error and warning messages (raylet, GCS) skip the dispatcher: Ray's error
+    # listener thread calls this module function directly.
+    global _rays_print_to_stdstream
+    if getattr(worker, "print_to_stdstream", None) is not _print_to_log:
+        _rays_print_to_stdstream = getattr(worker, "print_to_stdstream", None)
+        worker.print_to_stdstream = _print_to_log
+    _active.attached = True
+    return True
+
+
+_rays_print_to_stdstream = None  # Ray's own, while ours stands in for it
+
+
+def _print_to_log(data: dict[str, Any], ignore_prefix: bool = False) -> None:
+    """Stands in for Ray's `print_to_stdstream` during a quiet run (Ray's own outside one)."""
+    if _active is not None:
+        _active.write_worker_batch(data)
+    elif _rays_print_to_stdstream is not None:
+        _rays_print_to_stdstream(data, ignore_prefix)
+
+
+def _detach_from_ray() -> None:
+    """Give Ray back its own printing of worker lines (when Ray is still connected)."""
+    if _active is None or not _active.attached:
+        return
+    import functools
+
+    from ray._private import worker
+    from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
+
+    dispatcher.remove_handler(OUR_PRINT_HANDLER)
+    if worker.print_to_stdstream is _print_to_log and _rays_print_to_stdstream is not None:
+        worker.print_to_stdstream = _rays_print_to_stdstream
+    if worker.global_worker.connected:
+        dispatcher.add_handler(RAY_PRINT_HANDLER, functools.partial(worker.print_to_stdstream, ignore_prefix=False))
+    _active.attached = False
+
+
+@contextlib.contextmanager
+def quiet_run(log_file: str | os.PathLike, *, verbose: bool = False) -> Iterator[Path | None]:
+    """Within the block, Ray's and the libraries' output goes to `log_file` (appended; its folder is
+    created), ours to the terminal; yields the file's path, or None with `verbose` (nothing changes)."""
+    global _active
+    if verbose or _active is not None:  # verbose, or already inside a quiet run: leave it as it is
+        yield None if verbose else _active.path
+        return
+    path = Path(log_file).absolute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    log = open(path, "a", buffering=1, encoding="utf-8", errors="replace")  # noqa: SIM115 (closed below)
+    saved_fd = os.dup(2)  # sys.stderr stays the same object: handlers made meanwhile hold it, and it writes to fd 2
+    saved_env = {key: os.environ.get(key) for key in QUIET_ENV}
+    os.dup2(log.fileno(), 2)
+    os.environ.update(QUIET_ENV)
+    _active = _Active(path, log)
+    try:
+        import ray
+
+        if ray.is_initialized():
+            attach_to_ray()
+    except ImportError:
+        pass
+    try:
+        yield path
+    finally:
+        _detach_from_ray()
+        _active = None
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        sys.stderr.flush()
+        log.flush()
+        os.dup2(saved_fd, 2)
+        os.close(saved_fd)
+        log.close()
