@@ -70,3 +70,38 @@ class ArraySource:
         for start in range(0, len(order) - self.batch_size + 1, self.batch_size):
             rows = order[start : start + self.batch_size]
             yield {k: v[rows] for k, v in self.arrays.items()}
+
+
+# A translator of a few thousand parameters on 32-px crops: two steps per epoch, a checkpoint every step.
+TINY_TRANSLATOR = [
+    "translator.ngf=8",
+    "translator.ndf=8",
+    "translator.n_blocks=1",
+    "translator.num_patches=8",
+    "translator.head_dim=8",
+    "translator.batch_size_per_worker=2",
+    "translator.n_epochs=1",
+    "translator.n_epochs_decay=1",
+    "translator.steps_per_epoch=2",
+    "translator.log_every_steps=2",
+    "translator.sample_every_steps=0",
+    "translator.checkpoint_every_steps=1",
+    "data.load_size=36",
+    "data.crop_size=32",
+    "run.num_workers=1",
+    "run.torch_threads=1",
+]
+
+
+def random_translator_sources(seed: int = 0, n: int = 8, size: int = 36) -> dict[str, ArraySource]:
+    """The translator's three streams (photos, anime, pairs) over random images, batches of 2."""
+    rng = np.random.default_rng(seed)
+
+    def images() -> np.ndarray:
+        return rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+    return {
+        "photos": ArraySource({"image": images()}, batch_size=2, seed=1),
+        "anime": ArraySource({"image": images()}, batch_size=2, seed=2),
+        "pairs": ArraySource({"image_a": images(), "image_b": images()}, batch_size=2, seed=3),
+    }

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from stage_recorder import ArraySource, Recorder
+from stage_recorder import TINY_TRANSLATOR, ArraySource, Recorder, random_translator_sources
 
 from scenimefy.config import load_config
 from scenimefy.stages import checkpoint as ckpt
@@ -15,24 +15,7 @@ from scenimefy.stages.context import CheckpointRef, WorkerContext
 from scenimefy.stages.stylegan import train_pretrain
 from scenimefy.stages.translator import train_translator
 
-TRANSLATOR = [
-    "translator.ngf=8",
-    "translator.ndf=8",
-    "translator.n_blocks=1",
-    "translator.num_patches=8",
-    "translator.head_dim=8",
-    "translator.batch_size_per_worker=2",
-    "translator.n_epochs=1",
-    "translator.n_epochs_decay=1",
-    "translator.steps_per_epoch=2",
-    "translator.log_every_steps=1",
-    "translator.sample_every_steps=0",
-    "translator.checkpoint_every_steps=1",
-    "data.load_size=36",
-    "data.crop_size=32",
-    "run.num_workers=1",
-    "run.torch_threads=1",
-]
+TRANSLATOR = TINY_TRANSLATOR + ["translator.log_every_steps=1"]
 PRETRAIN = [
     "stylegan.size=32",
     "stylegan.latent_dim=32",
@@ -56,16 +39,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def _sources(seed=0, n=8, size=36):
-    rng = np.random.default_rng(seed)
-    img = lambda: rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)  # noqa: E731
-    return {
-        "photos": ArraySource({"image": img()}, batch_size=2, seed=1),
-        "anime": ArraySource({"image": img()}, batch_size=2, seed=2),
-        "pairs": ArraySource({"image_a": img(), "image_b": img()}, batch_size=2, seed=3),
-    }
 
 
 def _kept(dirs) -> WorkerContext:
@@ -102,7 +75,9 @@ def _snapshot_missing(d):
 def three_checkpoints(tmp_path_factory):
     """A translator run's checkpoints after steps 1, 2 and 3 (sealed by the loop)."""
     rec = Recorder()
-    train_translator(load_config(None, [*TRANSLATOR, "translator.max_steps=3"]), _sources(), 2, rec.context())
+    train_translator(
+        load_config(None, [*TRANSLATOR, "translator.max_steps=3"]), random_translator_sources(), 2, rec.context()
+    )
     assert len(rec.checkpoints) == 3
     return rec.checkpoints
 
@@ -155,14 +130,14 @@ def test_a_run_with_no_checkpoint_starts_fresh():
 
 def test_resuming_past_a_truncated_checkpoint_reproduces_the_uninterrupted_run(three_checkpoints, tmp_path, capsys):
     full = Recorder()
-    train_translator(load_config(None, TRANSLATOR), _sources(), 2, full.context())
+    train_translator(load_config(None, TRANSLATOR), random_translator_sources(), 2, full.context())
     dirs = _copies(three_checkpoints, tmp_path)
     _truncate(dirs[-1])
 
     resumed = Recorder()
     ctx = _kept(dirs)
     ctx.report = resumed.report
-    out = train_translator(load_config(None, TRANSLATOR), _sources(), 2, ctx)
+    out = train_translator(load_config(None, TRANSLATOR), random_translator_sources(), 2, ctx)
     assert out["resumed_from_step"] == 2 and out["step"] == 4
     assert "skipped checkpoint" in capsys.readouterr().err
     a = torch.load(f"{full.checkpoints[-1]}/state.pt", weights_only=True)

@@ -108,28 +108,14 @@ class _OutageAround(MlflowTracker):
 def test_a_translator_run_trains_through_an_outage_and_every_logged_step_reaches_the_server(server, tmp_path):
     """A real training loop (the translator stage in-process, tiny sizes) logging through the real tracker."""
     import torch
-    from stage_recorder import ArraySource, Recorder
+    from stage_recorder import TINY_TRANSLATOR, Recorder, random_translator_sources
 
     from scenimefy.config import load_config
     from scenimefy.stages.translator import train_translator
 
-    cfg = load_config(
-        None,
-        [
-            "translator.ngf=8", "translator.ndf=8", "translator.n_blocks=1", "translator.num_patches=8",
-            "translator.head_dim=8", "translator.batch_size_per_worker=2", "translator.n_epochs=2",
-            "translator.n_epochs_decay=1", "translator.steps_per_epoch=2", "translator.log_every_steps=1",
-            "translator.sample_every_steps=0", "translator.checkpoint_every_steps=2",
-            "data.load_size=36", "data.crop_size=32", "run.num_workers=1", "run.torch_threads=1",
-        ],
-    )  # fmt: skip
-    rng = np.random.default_rng(0)
-    img = lambda: rng.integers(0, 256, (8, 36, 36, 3), dtype=np.uint8)  # noqa: E731
-    sources = {
-        "photos": ArraySource({"image": img()}, batch_size=2, seed=1),
-        "anime": ArraySource({"image": img()}, batch_size=2, seed=2),
-        "pairs": ArraySource({"image_a": img(), "image_b": img()}, batch_size=2, seed=3),
-    }
+    every_step = ["translator.n_epochs=2", "translator.log_every_steps=1", "translator.checkpoint_every_steps=2"]
+    cfg = load_config(None, [*TINY_TRANSLATOR, *every_step])  # 3 epochs of 2 steps
+    sources = random_translator_sources()
     run_id = find_or_create_run(server.uri, "scenimefy", "train-through-outage")
     tracker = _OutageAround(server, server.uri, run_id, spill_dir=tmp_path, down_after=2, up_at=5)
     threads = torch.get_num_threads()

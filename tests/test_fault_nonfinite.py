@@ -3,34 +3,16 @@ and no checkpoint is written with non-finite weights: the last good one is kept.
 
 import re
 
-import numpy as np
 import pytest
 import torch
-from stage_recorder import ArraySource, MemoryTracker, Recorder
+from stage_recorder import TINY_TRANSLATOR, MemoryTracker, Recorder, random_translator_sources
 
 from scenimefy.config import load_config
 from scenimefy.stages import translator as translator_stage
 from scenimefy.stages.context import NonFiniteLoss
 from scenimefy.stages.translator import train_translator
 
-TRANSLATOR = [
-    "translator.ngf=8",
-    "translator.ndf=8",
-    "translator.n_blocks=1",
-    "translator.num_patches=8",
-    "translator.head_dim=8",
-    "translator.batch_size_per_worker=2",
-    "translator.n_epochs=1",
-    "translator.n_epochs_decay=1",
-    "translator.steps_per_epoch=2",
-    "translator.log_every_steps=2",
-    "translator.sample_every_steps=0",
-    "translator.checkpoint_every_steps=1",
-    "data.load_size=36",
-    "data.crop_size=32",
-    "run.num_workers=1",
-    "run.torch_threads=1",
-]
+TRANSLATOR = TINY_TRANSLATOR
 
 
 @pytest.fixture(autouse=True)
@@ -39,16 +21,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def _sources(seed=0, n=8, size=36):
-    rng = np.random.default_rng(seed)
-    img = lambda: rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)  # noqa: E731
-    return {
-        "photos": ArraySource({"image": img()}, batch_size=2, seed=1),
-        "anime": ArraySource({"image": img()}, batch_size=2, seed=2),
-        "pairs": ArraySource({"image_a": img(), "image_b": img()}, batch_size=2, seed=3),
-    }
 
 
 def _nan_src_from_step(monkeypatch, first_bad_step: int, resumed_at: int = 0) -> None:
@@ -75,7 +47,7 @@ def test_a_nan_loss_stops_at_its_step_naming_the_term_and_keeps_the_last_good_ch
     _nan_src_from_step(monkeypatch, 3)
     rec, tracker = Recorder(), MemoryTracker()
     with pytest.raises(NonFiniteLoss) as failed:
-        train_translator(load_config(None, TRANSLATOR), _sources(), 2, rec.context(tracker))
+        train_translator(load_config(None, TRANSLATOR), random_translator_sources(), 2, rec.context(tracker))
     message = str(failed.value)
     assert "\n" not in message
     assert message.startswith("translator: non-finite loss at step 3 (epoch 2): ")
@@ -90,13 +62,15 @@ def test_a_nan_loss_stops_at_its_step_naming_the_term_and_keeps_the_last_good_ch
 
 def test_a_nan_after_resuming_names_the_checkpoint_resumed_from(monkeypatch):
     first = Recorder()
-    train_translator(load_config(None, [*TRANSLATOR, "translator.max_steps=2"]), _sources(), 2, first.context())
+    train_translator(
+        load_config(None, [*TRANSLATOR, "translator.max_steps=2"]), random_translator_sources(), 2, first.context()
+    )
     _nan_src_from_step(monkeypatch, 3, resumed_at=2)
     again = Recorder(resume_from=first.checkpoints[-1])
     with pytest.raises(
         NonFiniteLoss, match=re.escape(f"the last good checkpoint is step 2 at {first.checkpoints[-1]}")
     ):
-        train_translator(load_config(None, TRANSLATOR), _sources(), 2, again.context())
+        train_translator(load_config(None, TRANSLATOR), random_translator_sources(), 2, again.context())
     assert again.checkpoints == []
 
 
@@ -104,7 +78,7 @@ def test_a_nan_at_the_first_step_says_no_checkpoint_was_written(monkeypatch):
     _nan_src_from_step(monkeypatch, 1)
     rec = Recorder()
     with pytest.raises(NonFiniteLoss, match=r"at step 1 \(epoch 1\): .*no checkpoint was written before it"):
-        train_translator(load_config(None, TRANSLATOR), _sources(), 2, rec.context())
+        train_translator(load_config(None, TRANSLATOR), random_translator_sources(), 2, rec.context())
     assert rec.checkpoints == []
 
 
@@ -113,5 +87,7 @@ def test_a_diverging_learning_rate_stops_at_once_without_a_checkpoint():
     losses of that same step overflow; the step's checkpoint is not written."""
     rec = Recorder()
     with pytest.raises(NonFiniteLoss, match=r"^translator: non-finite loss at step 1 \(epoch 1\): loss_G=nan, "):
-        train_translator(load_config(None, [*TRANSLATOR, "translator.lr=1e30"]), _sources(), 2, rec.context())
+        train_translator(
+            load_config(None, [*TRANSLATOR, "translator.lr=1e30"]), random_translator_sources(), 2, rec.context()
+        )
     assert rec.checkpoints == [] and rec.reports == []

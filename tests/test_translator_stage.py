@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from stage_recorder import ArraySource, MemoryTracker, Recorder
+from stage_recorder import MemoryTracker, Recorder, random_translator_sources
 
 from scenimefy.config import load_config
 from scenimefy.stages.translator import (
@@ -35,16 +35,6 @@ TINY = [
 ]
 
 
-def _sources(seed=0, n=8, size=36):
-    rng = np.random.default_rng(seed)
-    img = lambda: rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)  # noqa: E731
-    return {
-        "photos": ArraySource({"image": img()}, batch_size=2, seed=1),
-        "anime": ArraySource({"image": img()}, batch_size=2, seed=2),
-        "pairs": ArraySource({"image_a": img(), "image_b": img()}, batch_size=2, seed=3),
-    }
-
-
 def _params(path):
     state = torch.load(f"{path}/state.pt", weights_only=True)
     return state["models"], state["progress"]
@@ -53,7 +43,7 @@ def _params(path):
 def test_loop_trains_logs_samples_and_checkpoints():
     cfg = load_config(None, [*TINY, "translator.steps_per_epoch=3"])
     rec, tracker = Recorder(), MemoryTracker()
-    out = train_translator(cfg, _sources(), 3, rec.context(tracker))
+    out = train_translator(cfg, random_translator_sources(), 3, rec.context(tracker))
     assert out["step"] == 6
     assert len(rec.checkpoints) == 2  # one per epoch
     steps = [s for s, _ in tracker.metrics]
@@ -82,15 +72,17 @@ def test_loop_trains_logs_samples_and_checkpoints():
 def test_resume_mid_epoch_reproduces_an_uninterrupted_run_exactly():
     overrides = [*TINY, "translator.steps_per_epoch=4"]
     full = Recorder()
-    train_translator(load_config(None, overrides), _sources(), 4, full.context())
+    train_translator(load_config(None, overrides), random_translator_sources(), 4, full.context())
 
     first = Recorder()
-    train_translator(load_config(None, [*overrides, "translator.max_steps=3"]), _sources(), 4, first.context())
+    train_translator(
+        load_config(None, [*overrides, "translator.max_steps=3"]), random_translator_sources(), 4, first.context()
+    )
     _, progress = _params(first.checkpoints[-1])
     assert progress["step"] == 3 and progress["epoch"] == 1
 
     second = Recorder(resume_from=first.checkpoints[-1])
-    out = train_translator(load_config(None, overrides), _sources(), 4, second.context())
+    out = train_translator(load_config(None, overrides), random_translator_sources(), 4, second.context())
     assert out["step"] == 8
     a, _ = _params(full.checkpoints[-1])
     b, _ = _params(second.checkpoints[-1])
@@ -101,10 +93,14 @@ def test_resume_mid_epoch_reproduces_an_uninterrupted_run_exactly():
 
 def test_resume_with_a_different_architecture_is_an_error():
     first = Recorder()
-    train_translator(load_config(None, [*TINY, "translator.max_steps=1"]), _sources(), 2, first.context())
+    train_translator(
+        load_config(None, [*TINY, "translator.max_steps=1"]), random_translator_sources(), 2, first.context()
+    )
     again = Recorder(resume_from=first.checkpoints[-1])
     with pytest.raises(ValueError, match="translator.ngf: checkpoint 8 vs config 16"):
-        train_translator(load_config(None, [*TINY, "translator.ngf=16"]), _sources(), 2, again.context())
+        train_translator(
+            load_config(None, [*TINY, "translator.ngf=16"]), random_translator_sources(), 2, again.context()
+        )
 
 
 def _nets(cfg):
@@ -218,7 +214,7 @@ def test_evaluation_hook_runs_at_epoch_ends_and_reaches_reports():
 
     ctx = rec.context(tracker)
     ctx.evaluate = evaluate
-    train_translator(cfg, _sources(), 2, ctx)
+    train_translator(cfg, random_translator_sources(), 2, ctx)
     assert calls == [2, 3]  # every 2 epochs, and always at the last one
     assert [r.get("fid") for r in rec.reports] == [None, 50.0, 100.0 / 3]
     assert any(m.get("fid") == 50.0 for _, m in tracker.metrics)
@@ -239,7 +235,7 @@ def test_bf16_precision_autocasts_the_cpu_loop_and_keeps_fp32_weights():
             ],
         )
         rec, tracker = Recorder(), MemoryTracker()
-        train_translator(cfg, _sources(), 1, rec.context(tracker))
+        train_translator(cfg, random_translator_sources(), 1, rec.context(tracker))
         models, _ = _params(rec.checkpoints[-1])
         assert all(v.dtype == torch.float32 for v in models["G"].values() if v.is_floating_point())
         losses[precision] = tracker.metrics[-1][1]["loss_G"]
@@ -257,7 +253,7 @@ def test_a_checkpoint_interval_longer_than_the_run_still_gives_one_result_per_ep
     rec, calls = Recorder(), []
     ctx = rec.context()
     ctx.evaluate = lambda G, epoch: calls.append(epoch) or {"fid": 10.0 * epoch}
-    train_translator(cfg, _sources(), 3, ctx)
+    train_translator(cfg, random_translator_sources(), 3, ctx)
     assert [(r["step"], r["epoch"], r["fid"]) for r in rec.reports] == [(3.0, 1.0, 10.0), (6.0, 2.0, 20.0)]
     assert calls == [1, 2]
 
@@ -269,7 +265,7 @@ def test_mid_epoch_checkpoints_report_without_the_epoch_or_stale_scores():
     rec = Recorder()
     ctx = rec.context()
     ctx.evaluate = lambda G, epoch: {"fid": 10.0 * epoch}
-    train_translator(cfg, _sources(), 3, ctx)
+    train_translator(cfg, random_translator_sources(), 3, ctx)
     assert [r["step"] for r in rec.reports] == [2.0, 3.0, 4.0, 6.0]
     assert rec.with_checkpoint == [True, True, True, True]
     assert [(r.get("epoch"), r.get("fid")) for r in rec.reports] == [
