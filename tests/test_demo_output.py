@@ -211,6 +211,45 @@ def test_selection_counts_read_stage_2s_record():
     assert selection_counts(None) == (0, 0, "")
 
 
+def test_stage_2_selects_with_the_demo_segmenter_and_its_measured_threshold(tmp_path, monkeypatch):
+    """The demo hands stage 2 its trained Mask2Former and that model's threshold, keeps the paper's
+    class rule, and lets the command line's overrides win (the pipeline itself is not run here)."""
+    import scenimefy.demo.segmenter as segmenter
+    import scenimefy.distributed.pipeline as pipeline
+    from scenimefy.demo import run
+
+    trained: list[tuple[Path, int]] = []
+
+    def fake_write(directory, *, size):
+        trained.append((Path(directory), size))
+        return {"path": str(directory), "threshold": 4.3912345, "matching_median": 4.2, "shuffled_median": 4.3912345,
+                "pixel_accuracy": 0.8}  # fmt: skip
+
+    class Stop(Exception):
+        pass
+
+    seen = {}
+
+    def capture(cfg, **kwargs):
+        seen["cfg"] = cfg
+        raise Stop
+
+    monkeypatch.setattr(segmenter, "write_scene_segmenter", fake_write)
+    monkeypatch.setattr(pipeline, "run_pipeline", capture)
+    monkeypatch.setattr(run, "DEMO_DATA", {**run.DEMO_DATA, "n_photos": 2, "n_anime": 2, "n_test": 1})
+    out = run.make_output_dir(tmp_path / "demo")
+    with pytest.raises(Stop):
+        run._run_demo_stages(out, [], 2, "")
+    cfg = seen["cfg"]
+    assert trained == [(out / "priors" / run.SEGMENTER_DIR, cfg.stylegan.size)]
+    assert cfg.priors.mask2former == str(out / "priors" / run.SEGMENTER_DIR)
+    assert cfg.pairs.bce_threshold == pytest.approx(4.3912, abs=1e-9) and cfg.pairs.min_classes == 2
+
+    with pytest.raises(Stop):
+        run._run_demo_stages(out, ["pairs.bce_threshold=4.5"], 2, "")
+    assert seen["cfg"].pairs.bce_threshold == 4.5
+
+
 def test_demo_options_parse_verbose_and_photos(tmp_path):
     from scenimefy.commands import demo
     from scenimefy.commands.options import OneLineParser

@@ -405,9 +405,10 @@ def test_demo_settings_plan_all_four_stages_on_priors_written_once(tmp_path):
     assert priors.offline and priors.clip_model.startswith(
         "local-dir:"
     )  # Ray workers build the tiny CLIP from the folder
-    stamp = (tmp_path / "priors" / "mask2former" / "config.json").stat().st_mtime_ns
+    assert not (tmp_path / "priors" / "mask2former").exists()  # the demo trains its own (write_demo_segmenter)
+    stamp = (tmp_path / "priors" / "clip" / "open_clip_config.json").stat().st_mtime_ns
     assert write_demo_priors(tmp_path / "priors") == priors  # a rerun reads the record
-    assert (tmp_path / "priors" / "mask2former" / "config.json").stat().st_mtime_ns == stamp
+    assert (tmp_path / "priors" / "clip" / "open_clip_config.json").stat().st_mtime_ns == stamp
     cfg = load_config("tiny", [f"run.output_dir={tmp_path}", "data.photos=p", "data.anime=a", *DEMO_OVERRIDES])
     assert [p.stage for p in plan_pipeline(cfg).stages] == list(STAGES)
 

@@ -1,4 +1,4 @@
-"""The end-to-end demo: stages 0-3 on procedural scenes with tiny random priors (CPU, a few minutes).
+"""The end-to-end demo: stages 0-3 on procedural scenes with tiny priors (CPU, a few minutes).
 
     scenimefy demo --out scenimefy-demo
     python jobs/demo.py --out /shared/demo --workers 2

@@ -1,10 +1,11 @@
 """`scenimefy demo`: the whole pipeline (stages 0 -> 3) on a fresh machine, with no data and no GPU.
 
 Draws procedural photo and anime scenes (`scenimefy.demo.scenes`), writes tiny random
-priors (`scenimefy.demo.priors`: CLIP and LPIPS for fine-tuning, Mask2Former for selection),
-then runs `scenimefy.distributed.pipeline` on them with the `tiny` preset on CPU workers: a 32 px StyleGAN2
-pretrained on the photos (G_s), fine-tuned on the anime scenes (G_t), pseudo pairs generated
-and selected, and the translator trained on photos, anime and the selected pairs. It then
+priors (`scenimefy.demo.priors`: CLIP and LPIPS for fine-tuning), trains a tiny Mask2Former on
+the scenes' label maps for selection (`scenimefy.demo.segmenter`, about half a minute), then
+runs `scenimefy.distributed.pipeline` on them with the `tiny` preset on CPU workers: a 32 px
+StyleGAN2 pretrained on the photos (G_s), fine-tuned on the anime scenes (G_t), pseudo pairs
+generated and selected, and the translator trained on photos, anime and the selected pairs. It then
 translates the held-out photos and writes `before_after.png` (photos over translations, each
 column with its content measure, the luminance SSIM of `scenimefy.evaluation.content`),
 `kept_dropped.png` (stage 2's kept and dropped pairs with their scores) and, with `photos`, the
@@ -57,12 +58,10 @@ DEMO_OVERRIDES = (
     "finetune.iterations=80",
     "finetune.sample_every_steps=40",
     "finetune.checkpoint_every_steps=80",
-    # Stage 2: one pseudo pair per photo. The random Mask2Former scores every pair at about
-    # ln(150) ~ 5.006 +- 0.001 and labels almost every image with one class, so the paper's rule
-    # (L_BCE < 5.0 and >= 2 classes) keeps none of them. Keep them all.
+    # Stage 2: one candidate pair per photo, selected with the paper's rule (>= 2 classes, L_BCE
+    # below a threshold) by the demo's own Mask2Former (scenimefy.demo.segmenter); the threshold
+    # is that segmenter's, measured on procedural pairs (`pairs.bce_threshold`, set in run_demo).
     "pairs.num_candidates=160",
-    "pairs.bce_threshold=5.5",
-    "pairs.min_classes=1",
     # Stage 3: the tiny preset (4 epochs x 75 steps, lambda_sup 1 -> 0.38), with the content term
     # hDCE at CUT's PatchNCE weight: the pseudo pairs above teach colour, not layout.
     "translator.lambda_hdce=1.0",
@@ -73,6 +72,7 @@ DEMO_OVERRIDES = (
     "translator.log_every_steps=75",
 )
 PRIORS_RECORD = "priors.json"
+SEGMENTER_DIR = "scene_segmenter"  # under <out>/priors: the demo's trained Mask2Former
 LOG_FILE = "run.log"  # <out>/logs/: Ray's and the libraries' output (scenimefy.distributed.logs)
 TILE = 192  # px: the longer side of each picture in the before/after grids
 REAL_SIDE = 192  # px: real photos (--photos) are translated at this longer side (the demo trains at 64)
@@ -80,16 +80,25 @@ VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm")
 
 
 def write_demo_priors(directory: Path) -> PriorsConfig:
-    """Tiny random CLIP, LPIPS and Mask2Former under directory (once; a rerun reads the record)."""
+    """Tiny random CLIP and LPIPS under directory (once; a rerun reads the record). The Mask2Former is
+    the trained one of `write_demo_segmenter`."""
     record = directory / PRIORS_RECORD
     if record.is_file():
         return PriorsConfig(**json.loads(record.read_text()))
     from scenimefy.demo.priors import tiny_priors_config
 
-    priors = tiny_priors_config(directory)
+    priors = tiny_priors_config(directory, mask2former=False)
     with atomic_path(record) as tmp:  # written last: the priors are complete
         Path(tmp).write_text(json.dumps(dataclasses.asdict(priors), indent=1))
     return priors
+
+
+def write_demo_segmenter(directory: Path, size: int) -> dict:
+    """The demo's Mask2Former, trained on the procedural scenes at the pairs' size `size` (once; a
+    rerun reuses it): its record (path, selection threshold, pixel accuracy)."""
+    from scenimefy.demo.segmenter import write_scene_segmenter
+
+    return write_scene_segmenter(directory / SEGMENTER_DIR, size=size)
 
 
 def make_output_dir(out: Path) -> Path:
@@ -204,20 +213,25 @@ def _run_demo_stages(out: Path, overrides, workers: int, photos: str) -> tuple[d
     data = write_demo_dataset(str(out / "data"), **DEMO_DATA)
     print(f"[demo] writing tiny random priors into {out / 'priors'}", flush=True)
     priors = write_demo_priors(out / "priors")
-
-    # Stages 0-3 with the tiny preset on CPU.
-    cfg = load_config(
-        "tiny",
-        [
-            f"run.output_dir={out / 'runs'}",
-            f"run.num_workers={workers}",
-            f"data.photos={data['photos']}",
-            f"data.anime={data['anime']}",
-            *(f"priors.{k}={v}" for k, v in dataclasses.asdict(priors).items()),
-            *DEMO_OVERRIDES,
-            *overrides,
-        ],
+    settings = [
+        f"run.output_dir={out / 'runs'}",
+        f"run.num_workers={workers}",
+        f"data.photos={data['photos']}",
+        f"data.anime={data['anime']}",
+        *(f"priors.{k}={v}" for k, v in dataclasses.asdict(priors).items()),
+        *DEMO_OVERRIDES,
+    ]
+    pair_size = load_config("tiny", [*settings, *overrides]).stylegan.size
+    print(f"[demo] training the demo's Mask2Former on the scenes' label maps ({pair_size} px)", flush=True)
+    segmenter = write_demo_segmenter(out / "priors", pair_size)
+    print(
+        f"[demo] Mask2Former: {segmenter['pixel_accuracy']:.0%} pixel accuracy; L_BCE of matching pairs "
+        f"{segmenter['matching_median']:.2f}, of unrelated scenes {segmenter['shuffled_median']:.2f} (threshold)",
+        flush=True,
     )
+    # Stages 0-3 with the tiny preset on CPU; the command line's overrides come last and win.
+    selection = [f"priors.mask2former={segmenter['path']}", f"pairs.bce_threshold={segmenter['threshold']:.4f}"]
+    cfg = load_config("tiny", [*settings, *selection, *overrides])
     outcome = run_pipeline(cfg)
 
     # Translate the held-out photos (and the real ones) and show before/after.
