@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from scenimefy.commands.options import add_workload_options
+from scenimefy.commands.options import add_verbose_option, add_workload_options
 
 HELP = "FID/KID against the anime set and L_BCE of held-out photos and their translations"
 
@@ -35,6 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--out", required=True, help="output folder (absolute on a cluster): report.json, translations/ (--checkpoint)"
     )
     p.add_argument("--name", default="", help="MLflow run name (default: <run.name>-eval)")
+    add_verbose_option(p)
 
 
 def run(cfg: Any, args: argparse.Namespace) -> Any:

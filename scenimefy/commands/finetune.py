@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from scenimefy.commands.options import add_workload_options
+from scenimefy.commands.options import add_verbose_option, add_workload_options
 from scenimefy.commands.pretrain import run_stylegan_stage
 
 HELP = "stage 1: fine-tune G_s into the anime generator G_t on Ray Train"
@@ -19,6 +19,7 @@ HELP = "stage 1: fine-tune G_s into the anime generator G_t on Ray Train"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_workload_options(p, "finetune.source_checkpoint=lhq-220000.pt finetune.iterations=500")
+    add_verbose_option(p)
 
 
 def run(cfg: Any, args: argparse.Namespace) -> Any:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from scenimefy.commands.options import SetsConfig, add_workload_options
+from scenimefy.commands.options import SetsConfig, add_verbose_option, add_workload_options
 
 HELP = "stages 0-3 from one config, each stage's outputs feeding the next; finished stages are skipped on rerun"
 
@@ -36,6 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="S1,S2",
         help="run these finished stages' drivers again; they resume from their last checkpoint (default: none)",
     )
+    add_verbose_option(p)
 
 
 def run(cfg: Any, args: argparse.Namespace) -> Any:

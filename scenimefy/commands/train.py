@@ -12,13 +12,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from scenimefy.commands.options import add_workload_options
+from scenimefy.commands.options import add_verbose_option, add_workload_options
 
 HELP = "stage 3: train the photo->anime translator on Ray Train"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_workload_options(p, "translator.lambda_src=0.1 run.num_workers=4")
+    add_verbose_option(p)
 
 
 def run(cfg: Any, args: argparse.Namespace) -> Any:
