@@ -214,6 +214,45 @@ def test_a_deferred_log_file_is_not_made_when_the_block_fails_first(tmp_path, ca
     assert logs.active_log_file() is None
 
 
+TAGGED_STDERR_SCRIPT = """
+import sys
+from scenimefy.distributed import logs
+
+with logs.quiet_run(sys.argv[1]):
+    taken = sys.stderr
+    print("[mlflow] warning: the tracking server is unreachable; metrics are buffered", file=sys.stderr)
+    sys.stderr.write("a library's ")
+    sys.stderr.write("warning\\n[pairs] a tagged line written in ")
+    sys.stderr.write("pieces\\n")
+print("after the run", file=taken, flush=True)
+"""
+
+
+def test_a_tagged_warning_on_sys_stderr_reaches_the_terminal_and_the_log(tmp_path):
+    """A driver-side warning of ours (the MLflow tracker's) is printed to sys.stderr: it must not vanish
+    into the log file. Untagged lines go to the log only; a handler that took sys.stderr meanwhile
+    prints to the terminal again after the run."""
+    log = tmp_path / "run.log"
+    done = subprocess.run(
+        [sys.executable, "-c", TAGGED_STDERR_SCRIPT, str(log)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    assert done.stderr == (
+        "[mlflow] warning: the tracking server is unreachable; metrics are buffered\n"
+        "[pairs] a tagged line written in pieces\n"
+        "after the run\n"
+    )
+    assert log.read_text() == (
+        "[mlflow] warning: the tracking server is unreachable; metrics are buffered\n"
+        "a library's warning\n[pairs] a tagged line written in pieces\n"
+    )
+
+
 # ----------------------------------------------------------------------------------------
 # One real run on Ray
 

@@ -7,7 +7,8 @@ While a quiet run is active:
 
 - the process's standard error (the file descriptor, so also what Ray's C++ core, tqdm bars and
   Python warnings write) goes to the log file; standard output stays on the terminal, and
-  everything of ours prints there (`print`),
+  everything of ours prints there (`print`); a line of ours written to Python's `sys.stderr` (a
+  tagged warning, e.g. `[mlflow] warning: ...` from the driver) goes to both,
 - the lines Ray forwards from its workers (`log_to_driver`) and the cluster's error and warning
   messages (raylet, GCS) all go to the log file, each with the actor or task it came from; only
   the lines of ours among them also reach the terminal: those that start with a `[word] ` tag,
@@ -112,6 +113,49 @@ class _Active:
             self.log.flush()
         if ours:
             print("\n".join(ours), flush=True)
+
+
+class _OurLinesAlsoToTerminal:
+    """Stands in for `sys.stderr` during a quiet run: everything goes on to the stream it replaced (standard
+    error, the log file), and each line of ours (`OUR_LINE`) also to the terminal's standard error. Once the
+    run is over (`close`), it only passes everything on, for handlers that took it meanwhile."""
+
+    def __init__(self, stream: TextIO, terminal_fd: int):
+        self._stream = stream
+        self._terminal_fd: int | None = terminal_fd
+        self._partial = ""
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        written = self._stream.write(text)
+        with self._lock:
+            if self._terminal_fd is None:
+                return written
+            *lines, self._partial = (self._partial + text).split("\n")
+            ours = "".join(line + "\n" for line in lines if OUR_LINE.match(line))
+            if ours:
+                self._stream.flush()
+                data = ours.encode("utf-8", "replace")
+                while data:
+                    data = data[os.write(self._terminal_fd, data) :]
+        return written
+
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def close(self) -> None:
+        """The run is over: from now on only pass everything on (the stream itself stays open)."""
+        with self._lock:
+            if self._terminal_fd is not None and OUR_LINE.match(self._partial):
+                os.write(self._terminal_fd, (self._partial + "\n").encode("utf-8", "replace"))
+            self._terminal_fd, self._partial = None, ""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 _active: _Active | None = None
@@ -244,10 +288,12 @@ def quiet_run(
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         log = _open_append(path)
-    saved_fd = os.dup(2)  # sys.stderr stays the same object: handlers made meanwhile hold it, and it writes to fd 2
+    saved_fd = os.dup(2)  # sys.stderr (and what wraps it below) writes to fd 2: redirecting fd 2 moves it all
     saved_env = {key: os.environ.get(key) for key in QUIET_ENV}
     os.dup2(log.fileno(), 2)
     os.environ.update(QUIET_ENV)
+    saved_stderr = sys.stderr
+    sys.stderr = ours_to_terminal = _OurLinesAlsoToTerminal(saved_stderr, saved_fd)
     _active = active = _Active(path, log, pending=defer, on_open=on_open if defer else None)
     try:
         import ray
@@ -277,6 +323,9 @@ def quiet_run(
             else:
                 os.environ[key] = value
         sys.stderr.flush()
+        ours_to_terminal.close()
+        if sys.stderr is ours_to_terminal:
+            sys.stderr = saved_stderr
         active.log.flush()
         os.dup2(saved_fd, 2)
         os.close(saved_fd)
