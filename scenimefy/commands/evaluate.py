@@ -6,7 +6,8 @@
     python jobs/evaluate.py --checkpoint /shared/generator.pt --out /shared/eval evaluate.photos=...
 
 Writes <out>/report.json (summary and per-image scores) and an MLflow run `<run.name>-eval`.
-Exits 1 when the objective is not finite (nothing could be scored).
+Exits 1 when the objective is not finite (nothing could be scored). Ray's and the libraries' own
+output goes to <out>/logs/run.log; --verbose prints it instead.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@
     python jobs/finetune.py --config rtx3090 data.anime=DIR finetune.source_checkpoint=...
 
 The final snapshot (rosinality's format) is G_t, the target generator of stage 2.
+Ray's and the libraries' own output goes to <output_dir>/<run.name>/logs/run.log; --verbose prints it.
 """
 
 from __future__ import annotations

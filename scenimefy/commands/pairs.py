@@ -6,6 +6,7 @@
 
 Writes <output_dir>/<run.name>/pairs/ (candidates, manifest.parquet, selected/trainA|trainB) and an
 MLflow run `<run.name>-pairs`. `scenimefy select` re-selects from the manifest at another threshold.
+Ray's and the libraries' own output goes to <output_dir>/<run.name>/logs/run.log; --verbose prints it.
 """
 
 from __future__ import annotations

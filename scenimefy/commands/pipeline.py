@@ -7,7 +7,8 @@
     python jobs/pipeline.py --config rtx3090 data.photos=... data.anime=...
 
 Each stage's outputs feed the next. A rerun of the same command skips the finished stages (their
-records are in <output_dir>/<run.name>/pipeline/) and resumes the interrupted one.
+records are in <output_dir>/<run.name>/pipeline/) and resumes the interrupted one. Ray's and the
+libraries' own output goes to <output_dir>/<run.name>/logs/run.log; --verbose prints it instead.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@
     python jobs/pretrain.py --config rtx3090 data.photos=DIR
 
 The final snapshot is in rosinality's format (lhq-220000.pt style), the input of stage 1.
+Ray's and the libraries' own output goes to <output_dir>/<run.name>/logs/run.log; --verbose prints it.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@
     scenimefy submit --address http://HEAD:8265 train --config paper run.output_dir=/shared/runs ...
 
 A rerun of the same command (same run.name) resumes from the latest checkpoint.
+Ray's and the libraries' own output goes to <output_dir>/<run.name>/logs/run.log; --verbose prints it
+instead (module doc of scenimefy.commands.jobs_runner).
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@
         data.photos=... data.anime=... evaluate.photos=... tune.manifest=.../manifest.parquet
     python jobs/tune.py --config paper --space tuning/paper.yaml ...
 
-Rerunning the same command resumes an interrupted sweep. See tuning/README.md.
+Rerunning the same command resumes an interrupted sweep. See tuning/README.md. Ray's and the
+libraries' own output goes to <output_dir>/<tune.name>/logs/run.log; --verbose prints it instead.
 """
 
 from __future__ import annotations
