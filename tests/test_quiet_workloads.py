@@ -180,6 +180,20 @@ def test_a_config_error_creates_no_run_folder(tmp_path, capfd, monkeypatch):
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_gpu_run_on_a_machine_without_gpus_is_refused_without_starting_ray(tmp_path, capfd, monkeypatch):
+    import ray
+    import torch
+
+    monkeypatch.delenv(jobs_runner.RAY_JOB_DRIVER_ENV, raising=False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert not ray.is_initialized()
+    assert cli.main(["train", *_tiny(tmp_path), "run.use_gpu=true", "run.num_workers=2"]) == 2
+    out, err = capfd.readouterr()
+    assert out == "" and err.startswith("scenimefy train: error: train with run.use_gpu=true needs 2 GPU(s)")
+    assert len(err.splitlines()) == 1
+    assert not ray.is_initialized() and not (tmp_path / "runs").exists()
+
+
 # ----------------------------------------------------------------------------------------
 # The deferred log file of quiet_run
 
