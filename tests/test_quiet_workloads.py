@@ -217,6 +217,21 @@ def test_a_deferred_log_file_is_made_when_ray_starts_with_what_came_before(tmp_p
     assert out == "[translator] ours\n" and err == ""
 
 
+def test_checks_passed_makes_the_deferred_log_file_before_ray_starts(tmp_path, capfd):
+    """The pipeline prints its plan once its checks passed, before Ray starts: the file is made then, so the
+    line saying where it is comes before the plan."""
+    from scenimefy.commands.pipeline import _after_the_checks
+
+    logs.checks_passed()  # outside a quiet run: nothing to do
+    log = tmp_path / "logs" / "run.log"
+    with logs.quiet_run(log, defer=True, on_open=lambda p: print(f"[pipeline] log: {p}", flush=True)):
+        os.write(2, b"MLflow's line\n")
+        _after_the_checks("[pipeline] plan: train")
+        assert log.read_text() == "MLflow's line\n"
+        _after_the_checks("[pipeline] train: running")
+    assert capfd.readouterr().out == f"[pipeline] log: {log}\n[pipeline] plan: train\n[pipeline] train: running\n"
+
+
 def test_a_deferred_log_file_is_not_made_when_the_block_fails_first(tmp_path, capfd):
     log = tmp_path / "run" / "logs" / "run.log"
     with pytest.raises(ValueError, match="refused"):

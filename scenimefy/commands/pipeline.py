@@ -46,7 +46,7 @@ def run(cfg: Any, args: argparse.Namespace) -> Any:
 
     if args.dry_run:
         return plan_pipeline(cfg).describe()
-    outcome = run_pipeline(cfg, rerun=parse_stage_list(args.rerun))
+    outcome = run_pipeline(cfg, rerun=parse_stage_list(args.rerun), log=_after_the_checks)
     for result in outcome.stages:
         took = f" in {result.seconds:.0f} s" if result.action == "ran" else ""
         if result.resumed_from_step is not None:
@@ -56,3 +56,12 @@ def run(cfg: Any, args: argparse.Namespace) -> Any:
         print(f"{name}: {path}")
     print(f"mlflow: {outcome.tracking_uri} (parent run {outcome.mlflow_run_id})")
     return outcome
+
+
+def _after_the_checks(line: str) -> None:
+    """The pipeline's own lines: it prints the first (its plan) once every planned stage passed its checks,
+    so a quiet run's log file is made then, and the line saying where it is comes first."""
+    from scenimefy.distributed.logs import checks_passed
+
+    checks_passed()
+    print(line, flush=True)

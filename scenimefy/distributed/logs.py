@@ -26,7 +26,7 @@ without an exception, whichever comes first; `on_open(path)` is called then. Unt
 error and Ray's lines are kept in an unnamed temporary file, copied into the log file when it is
 made, or written to the terminal's standard error when the block fails first. Within
 `log_file_waits()`, starting Ray does not make the file (a check that starts Ray and may still
-refuse the run).
+refuse the run); `checks_passed()` makes it at once (a driver that prints before Ray starts).
 
 Forwarded worker lines pass through Ray's driver-side dispatcher, and the cluster's messages
 through `print_to_stdstream`, both only in private modules (`ray._private.ray_logging`,
@@ -181,9 +181,15 @@ def attach_to_ray() -> bool:
     """Route the worker lines Ray forwards to the driver through the current quiet run (after
     `ray.init`; `init_ray` calls it), and make a deferred run's log file (outside `log_file_waits`).
     True when attached; False outside a quiet run or when this Ray has no dispatcher to attach to."""
+    checks_passed()
+    return _attach()
+
+
+def checks_passed() -> None:
+    """The run has passed its checks: make a deferred quiet run's log file now, unless within
+    `log_file_waits` (Ray starting does it too). Nothing happens outside a deferred quiet run."""
     if _active is not None and _active.pending and not _active.waits:
         _active.open_log()
-    return _attach()
 
 
 @contextlib.contextmanager
