@@ -6,7 +6,8 @@
     python jobs/evaluate.py --checkpoint /shared/generator.pt --out /shared/eval evaluate.photos=...
 
 Writes <out>/report.json (summary and per-image scores) and an MLflow run `<run.name>-eval`.
-Exits 1 when the objective is not finite (nothing could be scored).
+Exits 1 when the objective is not finite (nothing could be scored). Ray's and the libraries' own
+output goes to <out>/logs/run.log; --verbose prints it instead.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from scenimefy.commands.options import add_workload_options
+from scenimefy.commands.options import add_verbose_option, add_workload_options
 
 HELP = "FID/KID against the anime set and L_BCE of held-out photos and their translations"
 
@@ -35,6 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--out", required=True, help="output folder (absolute on a cluster): report.json, translations/ (--checkpoint)"
     )
     p.add_argument("--name", default="", help="MLflow run name (default: <run.name>-eval)")
+    add_verbose_option(p)
 
 
 def run(cfg: Any, args: argparse.Namespace) -> Any:

@@ -19,27 +19,45 @@ GPU preset on a CPU-only cluster fails at once instead of waiting forever for re
 On success the last line printed is `SCENIMEFY_RESULT {json}`: the workload's outcome (paths,
 final step, MLflow run id), for scripts that read job logs (`parse_result`). An interrupted run
 (Ctrl-C) ends with one line: what was saved and the command that resumes it (`interrupted_line`).
+
+Quiet runs: the terminal gets our own lines (a few per stage, the summary), and Ray's and the
+libraries' output goes to `<run folder>/logs/run.log` (`log_file_of`; the run folder is
+`<run.output_dir>/<run.name>`, the sweep's folder for `tune`, `--out` for `evaluate`), through
+`scenimefy.distributed.logs.quiet_run`. The log file is made only once the run has passed its
+checks (when Ray starts, or when a run that never starts Ray succeeds), so a refused run creates
+nothing; the first line says where it goes. `--verbose` leaves the output as Ray prints it, and so
+does a run that is the driver of a Ray job (`ray job submit`, `scenimefy submit`, a KubeRay RayJob):
+there the job's logs are the user's only view of the run, so they keep everything. The one-line
+error of a refused or failed run, a bug's traceback and the interrupted-run line are printed after
+the quiet run has ended, on the terminal; a Ray this run started is shut down before that, so its
+shutdown lines go to the log file too and `SCENIMEFY_RESULT` stays the last line on stdout.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import importlib.util
 import json
+import os
 import shlex
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from scenimefy.commands import demo, evaluate, finetune, pairs, pipeline, pretrain, train, tune
 from scenimefy.commands.options import OneLineParser
 from scenimefy.config import Config, ConfigError, dump_yaml, load_config
 
 RESULT_PREFIX = "SCENIMEFY_RESULT "
+LOG_FILE = Path("logs") / "run.log"  # under the run folder: Ray's and the libraries' output of a quiet run
+# Set by Ray's job supervisor in the environment of a job's driver (the entrypoint process) only.
+RAY_JOB_DRIVER_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 
 
 class WorkloadUnavailable(ValueError):
@@ -73,6 +91,25 @@ def _no_gpus(cfg: Config) -> float:
     return 0.0
 
 
+def _run_dir(cfg: Config, args: argparse.Namespace) -> Path:
+    """`<run.output_dir>/<run.name>`, where the stages write."""
+    from scenimefy.distributed.cluster import run_dir_of
+
+    return run_dir_of(cfg)
+
+
+def _sweep_dir(cfg: Config, args: argparse.Namespace) -> Path:
+    """`<run.output_dir>/<tune.name>`, where the sweep writes."""
+    from scenimefy.distributed.tune.plan import sweep_dir_of
+
+    return sweep_dir_of(cfg)
+
+
+def _evaluate_out(cfg: Config, args: argparse.Namespace) -> Path:
+    """`--out`, where the report goes."""
+    return Path(args.out).absolute()
+
+
 @dataclass(frozen=True)
 class Workload:
     command: ModuleType  # scenimefy/commands/<name>.py: HELP, add_arguments(parser), run(cfg, args)
@@ -80,6 +117,8 @@ class Workload:
     gpus_needed: Callable[[Config], float]  # GPUs the run needs at once when run.use_gpu is true
     uses_config: bool = True  # False: the demo, which builds its own settings from `tiny`
     succeeded: Callable[[Any], bool] | None = None  # a finished run whose outcome is a failure exits 1
+    # The run's folder: its quiet run logs to <folder>/logs/run.log. None: the workload runs its own (the demo).
+    run_folder: Callable[[Config, argparse.Namespace], Path] | None = _run_dir
 
     @property
     def help(self) -> str:
@@ -91,10 +130,12 @@ WORKLOADS: dict[str, Workload] = {
     "finetune": Workload(finetune, "scenimefy.distributed.stylegan", _workers_gpus),
     "pairs": Workload(pairs, "scenimefy.distributed.pairs", _pairs_gpus),
     "train": Workload(train, "scenimefy.distributed.translator", _workers_gpus),
-    "tune": Workload(tune, "scenimefy.distributed.tune", _workers_gpus),
-    "evaluate": Workload(evaluate, "scenimefy.distributed.evaluate", _no_gpus, succeeded=evaluate.succeeded),
+    "tune": Workload(tune, "scenimefy.distributed.tune", _workers_gpus, run_folder=_sweep_dir),
+    "evaluate": Workload(
+        evaluate, "scenimefy.distributed.evaluate", _no_gpus, succeeded=evaluate.succeeded, run_folder=_evaluate_out
+    ),
     "pipeline": Workload(pipeline, "scenimefy.distributed.pipeline", _pipeline_gpus),
-    "demo": Workload(demo, "scenimefy.demo.run", _no_gpus, uses_config=False),
+    "demo": Workload(demo, "scenimefy.demo.run", _no_gpus, uses_config=False, run_folder=None),
 }
 
 
@@ -193,14 +234,22 @@ def check_gpus(
 
 
 def check_gpus_in_job(name: str, cfg: Config | None, *, allow_autoscale: bool) -> None:
-    """Inside the job (or a local run): join or start Ray and count the GPUs it has."""
+    """Inside the job (or a local run): count the GPUs of the Ray cluster the run joins (joining it), or
+    those a local Ray would get (without starting it: a refused run starts nothing)."""
     if cfg is None or not cfg.run.use_gpu or allow_autoscale or workload(name).gpus_needed(cfg) <= 0:
         return
-    from scenimefy.distributed.cluster import init_ray
-
-    init_ray(num_cpus_needed=cfg.run.num_workers * cfg.run.cpus_per_worker + 1)
     import ray
 
+    if not ray.is_initialized() and not (os.environ.get("RAY_ADDRESS") or os.environ.get("RAY_JOB_ID")):
+        import torch
+
+        check_gpus(name, cfg, float(torch.cuda.device_count()), allow_autoscale=False)  # init_ray's local num_gpus
+        return
+    from scenimefy.distributed.cluster import init_ray
+    from scenimefy.distributed.logs import log_file_waits
+
+    with log_file_waits():  # the run's log file is made when the workload's own checks have passed too
+        init_ray(num_cpus_needed=cfg.run.num_workers * cfg.run.cpus_per_worker + 1)
     check_gpus(name, cfg, float(ray.cluster_resources().get("GPU", 0)), allow_autoscale=False)
 
 
@@ -217,13 +266,70 @@ def summarise(outcome: Any) -> dict:
     return {"result": str(outcome)}
 
 
+def in_ray_job() -> bool:
+    """Whether this process is the driver of a Ray job (its entrypoint, started by Ray's job supervisor)."""
+    return RAY_JOB_DRIVER_ENV in os.environ
+
+
+def log_file_of(name: str, cfg: Config | None, args: argparse.Namespace) -> Path | None:
+    """Where a quiet run of workload `name` puts Ray's and the libraries' output: `<run folder>/logs/run.log`;
+    None when it prints them (`--verbose`, the driver of a Ray job) or runs its own quiet run (the demo)."""
+    w = workload(name)
+    if w.run_folder is None or cfg is None or getattr(args, "verbose", False) or in_ray_job():
+        return None
+    return w.run_folder(cfg, args) / LOG_FILE
+
+
+def _where_output_goes(name: str, cfg: Config | None, args: argparse.Namespace) -> str:
+    """The dry run's line on where Ray's and the libraries' output goes ("" for the demo, which says it)."""
+    if workload(name).run_folder is None or cfg is None:
+        return ""
+    if in_ray_job():
+        return "Ray's and the libraries' output: the job's logs (a Ray job's driver prints everything)"
+    log = log_file_of(name, cfg, args)
+    return f"Ray's and the libraries' output: {log if log is not None else 'the terminal (--verbose)'}"
+
+
+@contextlib.contextmanager
+def quiet_workload(name: str, log_file: Path | None) -> Iterator[None]:
+    """Run the block as a quiet run logging to `log_file` (nothing changes when it is None). The log file
+    is made once Ray starts or the block succeeds, and the first line then says where it is; a Ray the
+    block started is shut down inside it, so that Ray's shutdown lines go to the log file too."""
+    if log_file is None:
+        yield
+        return
+    from scenimefy.distributed.logs import quiet_run
+
+    def announce(path: Path) -> None:
+        print(f"[{name}] Ray's and the libraries' output goes to {path} (--verbose prints it)", flush=True)
+
+    ray_before = _ray_is_running()
+    interrupted = False
+    with quiet_run(log_file, defer=True, on_open=announce):
+        try:
+            yield
+        except KeyboardInterrupt:  # Ctrl-C: end at once (a second Ctrl-C must not meet a shutdown)
+            interrupted = True
+            raise
+        finally:
+            if not interrupted and not ray_before and _ray_is_running():
+                sys.modules["ray"].shutdown()
+
+
+def _ray_is_running() -> bool:
+    ray = sys.modules.get("ray")  # not imported: not running
+    return ray is not None and ray.is_initialized()
+
+
 def run_parsed(name: str, args: argparse.Namespace) -> int:
     """Check and run one workload from its parsed arguments; user errors raise ValueError.
 
     A dry run prints the resolved config, then `# ` lines: the workload, the world size, the GPUs
-    needed and the workload's plan (what its `run` returns for args.dry_run).
-    A run prints the workload's summary, then `SCENIMEFY_RESULT {json}` as the last line; it
-    returns 0, or 1 when the workload finished with a failed outcome.
+    needed, where Ray's and the libraries' output goes and the workload's plan (what its `run`
+    returns for args.dry_run); it creates nothing.
+    A run is a quiet run (module doc) unless `--verbose` or in a Ray job. It prints the workload's
+    summary, the time it took, then `SCENIMEFY_RESULT {json}` as the last line; it returns 0, or 1
+    when the workload finished with a failed outcome.
     """
     check_available(name)
     w = workload(name)
@@ -235,12 +341,18 @@ def run_parsed(name: str, args: argparse.Namespace) -> int:
             print(dump_yaml(cfg), end="")
             gpus = w.gpus_needed(cfg) if cfg.run.use_gpu else 0
             lines += [f"world size: {cfg.run.num_workers}", f"GPUs needed: {gpus:g}"]
-        for line in lines + list(plan):
+        where = _where_output_goes(name, cfg, args)
+        for line in lines + ([where] if where else []) + list(plan):
             print("# " + line.replace("\n", "\n# "))
         sys.stdout.flush()
         return 0
-    check_gpus_in_job(name, cfg, allow_autoscale=args.allow_autoscale)
-    outcome = w.command.run(cfg, args)
+    started = time.perf_counter()
+    log_file = log_file_of(name, cfg, args)
+    with quiet_workload(name, log_file):
+        check_gpus_in_job(name, cfg, allow_autoscale=args.allow_autoscale)
+        outcome = w.command.run(cfg, args)
+    if w.run_folder is not None:  # the demo prints its own
+        print(f"[{name}] finished in {time.perf_counter() - started:.0f} s", flush=True)
     print(RESULT_PREFIX + json.dumps({"workload": name, **summarise(outcome)}, sort_keys=True), flush=True)
     return 0 if w.succeeded is None or w.succeeded(outcome) else 1
 

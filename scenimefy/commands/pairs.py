@@ -6,6 +6,7 @@
 
 Writes <output_dir>/<run.name>/pairs/ (candidates, manifest.parquet, selected/trainA|trainB) and an
 MLflow run `<run.name>-pairs`. `scenimefy select` re-selects from the manifest at another threshold.
+Ray's and the libraries' own output goes to <output_dir>/<run.name>/logs/run.log; --verbose prints it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from scenimefy.commands.options import SetsConfig, add_workload_options
+from scenimefy.commands.options import SetsConfig, add_verbose_option, add_workload_options
 
 HELP = "stage 2: generate pseudo pairs with G_s/G_t and keep the semantically consistent ones (Ray Data)"
 
@@ -30,6 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="stream seeds until K pairs are kept (sets pairs.target_kept=K and pairs.num_candidates=0; "
         "default: the config's)",
     )
+    add_verbose_option(p)
 
 
 def run(cfg: Any, args: argparse.Namespace) -> Any:

@@ -7,7 +7,8 @@
     python jobs/pipeline.py --config rtx3090 data.photos=... data.anime=...
 
 Each stage's outputs feed the next. A rerun of the same command skips the finished stages (their
-records are in <output_dir>/<run.name>/pipeline/) and resumes the interrupted one.
+records are in <output_dir>/<run.name>/pipeline/) and resumes the interrupted one. Ray's and the
+libraries' own output goes to <output_dir>/<run.name>/logs/run.log; --verbose prints it instead.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from scenimefy.commands.options import SetsConfig, add_workload_options
+from scenimefy.commands.options import SetsConfig, add_verbose_option, add_workload_options
 
 HELP = "stages 0-3 from one config, each stage's outputs feeding the next; finished stages are skipped on rerun"
 
@@ -36,6 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="S1,S2",
         help="run these finished stages' drivers again; they resume from their last checkpoint (default: none)",
     )
+    add_verbose_option(p)
 
 
 def run(cfg: Any, args: argparse.Namespace) -> Any:
@@ -44,7 +46,7 @@ def run(cfg: Any, args: argparse.Namespace) -> Any:
 
     if args.dry_run:
         return plan_pipeline(cfg).describe()
-    outcome = run_pipeline(cfg, rerun=parse_stage_list(args.rerun))
+    outcome = run_pipeline(cfg, rerun=parse_stage_list(args.rerun), log=_after_the_checks)
     for result in outcome.stages:
         took = f" in {result.seconds:.0f} s" if result.action == "ran" else ""
         if result.resumed_from_step is not None:
@@ -54,3 +56,12 @@ def run(cfg: Any, args: argparse.Namespace) -> Any:
         print(f"{name}: {path}")
     print(f"mlflow: {outcome.tracking_uri} (parent run {outcome.mlflow_run_id})")
     return outcome
+
+
+def _after_the_checks(line: str) -> None:
+    """The pipeline's own lines: it prints the first (its plan) once every planned stage passed its checks,
+    so a quiet run's log file is made then, and the line saying where it is comes first."""
+    from scenimefy.distributed.logs import checks_passed
+
+    checks_passed()
+    print(line, flush=True)

@@ -4,6 +4,7 @@
     python jobs/pretrain.py --config rtx3090 data.photos=DIR
 
 The final snapshot is in rosinality's format (lhq-220000.pt style), the input of stage 1.
+Ray's and the libraries' own output goes to <output_dir>/<run.name>/logs/run.log; --verbose prints it.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from scenimefy.commands.options import add_workload_options
+from scenimefy.commands.options import add_verbose_option, add_workload_options
 
 HELP = "stage 0: pretrain StyleGAN2 on scene photos (G_s) on Ray Train"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_workload_options(p, "pretrain.total_kimg=100 data.photos=/data/lhq")
+    add_verbose_option(p)
 
 
 def run(cfg: Any, args: argparse.Namespace) -> Any:

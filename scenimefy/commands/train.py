@@ -5,6 +5,8 @@
     scenimefy submit --address http://HEAD:8265 train --config paper run.output_dir=/shared/runs ...
 
 A rerun of the same command (same run.name) resumes from the latest checkpoint.
+Ray's and the libraries' own output goes to <output_dir>/<run.name>/logs/run.log; --verbose prints it
+instead (module doc of scenimefy.commands.jobs_runner).
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from scenimefy.commands.options import add_workload_options
+from scenimefy.commands.options import add_verbose_option, add_workload_options
 
 HELP = "stage 3: train the photo->anime translator on Ray Train"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_workload_options(p, "translator.lambda_src=0.1 run.num_workers=4")
+    add_verbose_option(p)
 
 
 def run(cfg: Any, args: argparse.Namespace) -> Any:

@@ -4,7 +4,8 @@
         data.photos=... data.anime=... evaluate.photos=... tune.manifest=.../manifest.parquet
     python jobs/tune.py --config paper --space tuning/paper.yaml ...
 
-Rerunning the same command resumes an interrupted sweep. See tuning/README.md.
+Rerunning the same command resumes an interrupted sweep. See tuning/README.md. Ray's and the
+libraries' own output goes to <output_dir>/<tune.name>/logs/run.log; --verbose prints it instead.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import argparse
 import json
 from typing import Any
 
-from scenimefy.commands.options import SetsConfig, add_workload_options
+from scenimefy.commands.options import SetsConfig, add_verbose_option, add_workload_options
 
 HELP = "Ray Tune sweep of translator trainings (ASHA on FID / L_BCE), resumable"
 
@@ -28,6 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         keys=lambda space: [f"tune.space={space}"],
         help="search-space YAML, e.g. tuning/paper.yaml (sets tune.space; default: the config's)",
     )
+    add_verbose_option(p)
 
 
 def run(cfg: Any, args: argparse.Namespace) -> Any:

@@ -11,6 +11,7 @@ from typing import Any
 
 from scenimefy.config import Config, to_dict
 from scenimefy.distributed.cluster import init_ray
+from scenimefy.distributed.logs import active_log_file
 from scenimefy.distributed.tune.plan import (
     SWEEP_FILE,
     TIME_ATTR,
@@ -211,7 +212,7 @@ def run_sweep(cfg: Config, *, callbacks: Sequence[Any] = (), dry_run: bool = Fal
                 storage_path=str(sweep_dir),
                 failure_config=tune.FailureConfig(max_failures=cfg.tune.max_failures),
                 callbacks=list(callbacks),
-                verbose=1,
+                verbose=0 if active_log_file() is not None else 1,  # a quiet run: no status tables on the terminal
             ),
         )
     results = tuner.fit()
