@@ -409,6 +409,13 @@ class TranslateConfig:
         affects=RESULTS,
         valid=between(0, 1, high_open=True),
     )
+    keep_tone: float = param(
+        0.0,
+        doc="strength with which each photo's brightness, contrast and colour cast are put back on its translation "
+        "(0: the generator's own, as in the paper; 1: the photo's; scenimefy.inference.tone)",
+        affects=RESULTS,
+        valid=between(0, 1),
+    )
 
 
 SERVE_PRECISIONS = ("auto", "fp32", "bf16")
@@ -516,6 +523,13 @@ class ServeConfig:
         doc="videos: weight of past frames in each frame's instance-norm statistics (0: per frame)",
         affects=RESULTS,
         valid=between(0, 1, high_open=True),
+    )
+    keep_tone: float = param(
+        0.0,
+        doc="strength with which each photo's (or frame's) brightness, contrast and colour cast are put back on its "
+        "translation (0: the generator's own; translate.keep_tone)",
+        affects=RESULTS,
+        valid=between(0, 1),
     )
 
 

@@ -201,6 +201,8 @@ def test_labelled_before_after_enlarges_tiles_and_labels_each_column():
     grid = labelled_before_after(photos, [p.copy() for p in photos], tile=192)
     assert grid.dtype == np.uint8 and grid.ndim == 3
     assert grid.shape[0] > 2 * 192 and grid.shape[1] > 3 * 192  # two rows, three columns of 192 px tiles
+    with_tone = labelled_before_after(photos, [p.copy() for p in photos], [255 - p for p in photos], tile=192)
+    assert with_tone.shape[0] > 3 * 192 and with_tone.shape[1] == grid.shape[1]  # a third row, same columns
 
 
 def test_selection_counts_read_stage_2s_record():

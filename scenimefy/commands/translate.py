@@ -92,6 +92,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="videos: weight of past frames in the normalisation statistics, 0 <= A < 1; 0: per frame "
         "(default: translate.video_smoothing)",
     )
+    p.add_argument(
+        "--keep-tone",
+        type=float,
+        default=None,
+        metavar="S",
+        help="put each photo's brightness, contrast and colour cast back on its translation, 0 <= S <= 1; 0: the "
+        "generator's own tones, 1: the photo's (night stays night) " + _from_config("keep_tone"),
+    )
     add_config_option(p, " whose translate section gives the defaults")
     add_set_option(p, "translate", "translate.tile_overlap=64 (in px)")
     p.set_defaults(func=run)
@@ -99,7 +107,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _overrides(args: argparse.Namespace) -> list[str]:
     """The options that stand for config keys, applied after --set so the option wins."""
-    keys = {"backend": "translate.backend", "video_smoothing": "translate.video_smoothing"}
+    keys = {
+        "backend": "translate.backend",
+        "video_smoothing": "translate.video_smoothing",
+        "keep_tone": "translate.keep_tone",
+    }
     return [f"{key}={getattr(args, name)}" for name, key in keys.items() if getattr(args, name) is not None]
 
 
@@ -134,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
             device=device,
             memory_budget_gib=memory_budget_gib,
             exclude_extensions=VIDEO_EXTENSIONS,
+            keep_tone=tr.keep_tone,
         )
     videos = translate_videos(
         generator,
@@ -142,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=batch_size,
         max_side=max_side,
         smoothing=tr.video_smoothing,
+        keep_tone=tr.keep_tone,
         device=device,
         memory_budget_gib=memory_budget_gib,
     )

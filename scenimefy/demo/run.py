@@ -6,8 +6,9 @@ the scenes' label maps for selection (`scenimefy.demo.segmenter`, about half a m
 runs `scenimefy.distributed.pipeline` on them with the `tiny` preset on CPU workers: a 32 px
 StyleGAN2 pretrained on the photos (G_s), fine-tuned on the anime scenes (G_t), pseudo pairs
 generated and selected, and the translator trained on photos, anime and the selected pairs. It then
-translates the held-out photos and writes `before_after.png` (photos over translations, each
-column with its content measure, the luminance SSIM of `scenimefy.evaluation.content`),
+translates the held-out photos and writes `before_after.png` (photos over translations and over
+translations with the photo's tone kept, `scenimefy.inference.tone`; each column with its content
+measures, the luminance SSIM of `scenimefy.evaluation.content`),
 `kept_dropped.png` (stage 2's kept and dropped pairs with their scores) and, with `photos`, the
 same grid for a folder of real photos. A rerun skips finished stages.
 
@@ -19,13 +20,14 @@ Why the settings in DEMO_OVERRIDES (each also has its comment):
 - A StyleGAN2 trained from scratch for a minute draws coloured blobs, not scenes, so the pseudo
   pairs carry a colour change (G_s: the photos' muted palette, G_t: the anime palette, sky blue
   over green) on a roughly shared layout, not content. 200 pretraining steps and 80 fine-tuning
-  iterations are enough for that palette difference; a few hundred more steps still draw blobs.
+  iterations are enough for that palette difference; 2,000 steps of batch 8 (16 kimg, over two
+  minutes on 2 cores) only begin to draw a horizon.
 - The supervised branch of stage 3 then teaches colour but blurs (lambda_sup decays only to
   0.38 over the tiny preset's 4 epochs). With the paper's lambda_hDCE = 0.1 every translation
   comes out as the same blurred anime palette, the layout of the photo lost; with 1.0, the
   weight CUT gives its PatchNCE content loss, horizons, ridges and lakes roughly keep their place.
 - Batch 2 per worker: batch 1 for the same number of steps keeps less of the layout.
-- The whole demo takes about 5-7 minutes on 2 idle CPU cores, most of it in stage 3 (README.md,
+- The whole demo takes about 7 minutes on 2 idle CPU cores, most of it in stage 3 (README.md,
   "Quick start").
 """
 
@@ -74,6 +76,7 @@ DEMO_OVERRIDES = (
 PRIORS_RECORD = "priors.json"
 SEGMENTER_DIR = "scene_segmenter"  # under <out>/priors: the demo's trained Mask2Former
 LOG_FILE = "run.log"  # <out>/logs/: Ray's and the libraries' output (scenimefy.distributed.logs)
+DEMO_KEEP_TONE = 1.0  # the second row of the before/after pictures: the photo's tone kept (inference.tone)
 TILE = 192  # px: the longer side of each picture in the before/after grids
 REAL_SIDE = 192  # px: real photos (--photos) are translated at this longer side (the demo trains at 64)
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm")
@@ -112,13 +115,20 @@ def make_output_dir(out: Path) -> Path:
     return out
 
 
-def labelled_before_after(photos: list[np.ndarray], translated: list[np.ndarray], tile: int = TILE) -> np.ndarray:
-    """Photos over their translations, each enlarged (nearest) to at least `tile` px on its longer side,
-    the rows labelled "photo" and "anime (ours)", each column with its content measure (SSIM of the
+def labelled_before_after(
+    photos: list[np.ndarray],
+    translated: list[np.ndarray],
+    tone_kept: list[np.ndarray] | None = None,
+    tile: int = TILE,
+) -> np.ndarray:
+    """Photos over their translations (and, with `tone_kept`, over the translations with the photo's
+    tone kept, `scenimefy.inference.tone`), each enlarged (nearest) to at least `tile` px on its longer
+    side, the rows labelled, each column with its content measure per translation row (SSIM of the
     luminance, `scenimefy.evaluation.content`)."""
     from scenimefy.evaluation.content import luminance_ssim
 
-    scores = [luminance_ssim(p, t) for p, t in zip(photos, translated)]
+    rows = [translated] if tone_kept is None else [translated, tone_kept]
+    scores = [[luminance_ssim(p, t) for p, t in zip(photos, row)] for row in rows]
 
     def enlarged(a: np.ndarray) -> np.ndarray:
         k = max(1, tile // max(a.shape[:2]))
@@ -126,9 +136,9 @@ def labelled_before_after(photos: list[np.ndarray], translated: list[np.ndarray]
 
     photos = [enlarged(np.asarray(_at_size(p, t.shape[:2]))) for p, t in zip(photos, translated)]
     return image_grid(
-        [photos, [enlarged(t) for t in translated]],
-        row_labels=["photo", "anime (ours)"],
-        col_labels=[f"SSIM {v:.2f}" for v in scores],
+        [photos, *([enlarged(t) for t in row] for row in rows)],
+        row_labels=["photo", "anime (ours)", "tone kept"][: 1 + len(rows)],
+        col_labels=["SSIM " + " / ".join(f"{v:.2f}" for v in column) for column in zip(*scores)],
     )
 
 
@@ -140,13 +150,15 @@ def _at_size(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((shape[1], shape[0]), Image.BICUBIC))
 
 
-def translate_for_grid(generator, inputs: str, out: Path, *, max_side: int) -> tuple[list, list]:
+def translate_for_grid(
+    generator, inputs: str, out: Path, *, max_side: int, keep_tone: float = 0.0
+) -> tuple[list, list]:
     """Translate the images of folder `inputs` into `out`; the (photo, translation) arrays matched by name."""
     from scenimefy.inference.translate import translate_paths
 
     report = translate_paths(
         generator, [inputs], str(out), batch_size=8, max_side=max_side, tile=0, tile_overlap=0, device="cpu",
-        progress=False, exclude_extensions=VIDEO_EXTENSIONS,
+        progress=False, exclude_extensions=VIDEO_EXTENSIONS, keep_tone=keep_tone,
     )  # fmt: skip
     by_stem = {Path(w).stem: w for w in report.written}
     photos, translated = [], []
@@ -239,9 +251,12 @@ def _run_demo_stages(out: Path, overrides, workers: int, photos: str) -> tuple[d
     from scenimefy.evaluation.content import mean_luminance_ssim
 
     test_photos, test_translated = translate_for_grid(generator, data["test"], out / "translated", max_side=0)
+    _, test_toned = translate_for_grid(
+        generator, data["test"], out / "translated_tone_kept", max_side=0, keep_tone=DEMO_KEEP_TONE
+    )
     grid_path = out / "before_after.png"
-    save_image_atomic(str(grid_path), labelled_before_after(test_photos, test_translated))
-    content = mean_luminance_ssim(test_photos, test_translated)
+    save_image_atomic(str(grid_path), labelled_before_after(test_photos, test_translated, test_toned))
+    content = (mean_luminance_ssim(test_photos, test_translated), mean_luminance_ssim(test_photos, test_toned))
     lines = [f"  {r.stage}: " + (f"ran in {r.seconds:.0f} s" if r.action == "ran" else "skipped (finished earlier)")
              for r in outcome.stages]  # fmt: skip
     candidates, kept, inspection = selection_counts(read_record(cfg, PAIRS))
@@ -253,8 +268,9 @@ def _run_demo_stages(out: Path, overrides, workers: int, photos: str) -> tuple[d
         f"(L_BCE < {cfg.pairs.bce_threshold:g}, >= {cfg.pairs.min_classes} classes): {kept_dropped.name}"
     )
     lines.append(
-        f"[demo] content kept (luminance SSIM, photo vs translation, 1 = same structure): {content:.3f}, mean of "
-        f"{len(test_photos)} test scenes: {grid_path.name}"
+        f"[demo] content kept (luminance SSIM, photo vs translation, 1 = same structure), mean of {len(test_photos)} "
+        f"test scenes: {content[0]:.3f}, {content[1]:.3f} with the photo's tone kept "
+        f"(translate.keep_tone={DEMO_KEEP_TONE:g}): {grid_path.name}"
     )
     written = {
         "data": str(out / "data"),
@@ -270,13 +286,20 @@ def _run_demo_stages(out: Path, overrides, workers: int, photos: str) -> tuple[d
     }
     if photos:
         real, real_translated = translate_for_grid(generator, photos, out / "translated_photos", max_side=REAL_SIDE)
+        _, real_toned = translate_for_grid(
+            generator, photos, out / "translated_photos_tone_kept", max_side=REAL_SIDE, keep_tone=DEMO_KEEP_TONE
+        )
         if real:
             real_path = out / "before_after_photos.png"
-            save_image_atomic(str(real_path), labelled_before_after(real, real_translated))
+            save_image_atomic(str(real_path), labelled_before_after(real, real_translated, real_toned))
             lines.append(
                 f"[demo] content kept on {len(real)} real photos ({REAL_SIDE} px): "
-                f"{mean_luminance_ssim(real, real_translated):.3f}: {real_path.name}"
+                f"{mean_luminance_ssim(real, real_translated):.3f}, {mean_luminance_ssim(real, real_toned):.3f} "
+                f"with the photo's tone kept: {real_path.name}"
             )
             written["before_after_photos"] = str(real_path)
-    lines.append(f"[demo] pictures and outputs in {out}; serve it: scenimefy serve --checkpoint {outcome.generator}")
+    lines.append(
+        f"[demo] pictures and outputs in {out}; serve it: scenimefy serve --checkpoint {outcome.generator} "
+        f"--set serve.keep_tone={DEMO_KEEP_TONE:g}"
+    )
     return written, lines

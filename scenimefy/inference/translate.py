@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from scenimefy.data.decode import IMAGE_EXTENSIONS, ImageDecodeError, list_image_files, load_image, walk_folders
 from scenimefy.data.images import from_uint8, save_image_atomic, to_uint8
+from scenimefy.inference import tone
 from scenimefy.models.translator import (
     ResnetGenerator,
     infer_generator_arch,
@@ -554,6 +555,7 @@ def translate_paths(
     memory_budget_gib: float = 0.0,
     progress: bool = True,
     exclude_extensions: tuple[str, ...] = (),
+    keep_tone: float = 0.0,
 ) -> TranslateReport:
     """Translate image files and folders into PNGs under `out_dir`.
 
@@ -568,12 +570,16 @@ def translate_paths(
     folder inputs kept; clashing names get `_1`, `_2`, ...); an output that would replace an
     input is a ValueError before anything runs. `generator` is moved to `device`. Files in
     folders ending in `exclude_extensions` (videos: scenimefy.inference.video) are left out.
+    `keep_tone` > 0 puts each photo's brightness, contrast and colour cast back on its
+    translation at that strength (scenimefy.inference.tone).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size}: expected >= 1")
     if max_side < 0:
         raise ValueError(f"max_side={max_side}: expected >= 0 (0 keeps the size)")
     _check_tiling(tile, tile_overlap)
+    if not 0.0 <= keep_tone <= 1.0:
+        raise ValueError(f"keep_tone={keep_tone}: expected a strength in [0, 1] (0: off)")
     out_dir = os.fspath(out_dir)
     device = resolve_device(device)
     generator = generator.to(device).eval()  # modules move in place
@@ -600,8 +606,8 @@ def translate_paths(
 
     def flush(key: tuple[int, int]) -> None:
         group = pending.pop(key)
-        for (job, _), y in zip(group, translate_batch(generator, [x for _, x in group]), strict=True):
-            write(job, y)
+        for (job, x), y in zip(group, translate_batch(generator, [x for _, x in group]), strict=True):
+            write(job, tone.keep_tone(y, x, keep_tone))
 
     try:
         for job in jobs:
@@ -622,6 +628,7 @@ def translate_paths(
             if tile > 0 and (h > tile or w > tile):
                 tiles_per_pass = plan.tiles_for(tile, h, w, batch_size)
                 y = translate_tiled(generator, x, tile=tile, tile_overlap=tile_overlap, batch_size=tiles_per_pass)
+                y = tone.keep_tone(y, x, keep_tone)
                 del x  # only the result is needed now
                 write(job, y)
                 continue
@@ -646,6 +653,7 @@ def translate_paths(
                     over_budget.append(job.source)
                 auto_tiled.append(job.source)
                 y = translate_tiled(generator, x, tile=fitted_tile, tile_overlap=tile_overlap, batch_size=1)
+                y = tone.keep_tone(y, x, keep_tone)
                 del x
                 write(job, y)
                 continue

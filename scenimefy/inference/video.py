@@ -36,6 +36,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from scenimefy.data.images import atomic_path, from_uint8, to_uint8
+from scenimefy.inference.tone import keep_tone as keep_tone_of
 from scenimefy.inference.translate import MemoryPlan, _instance_norm_statistics, padded_size, translate_batch
 from scenimefy.stages.device import resolve_device
 
@@ -123,6 +124,7 @@ def translate_frames(
     *,
     batch_size: int = 4,
     smoothing: float = 0.0,
+    keep_tone: float = 0.0,
     pass_lock: contextlib.AbstractContextManager | None = None,
 ) -> Iterator[Tensor]:
     """Translate a sequence of (3, H, W) frames in [-1, 1] of one size, `batch_size` per G pass.
@@ -132,7 +134,8 @@ def translate_frames(
     a backend without InstanceNorm2d modules, such as onnxruntime). `pass_lock` (a
     `threading.Lock`, say) is held around each G pass, and the smoothing hooks are on the
     generator only inside it, so a server can share one generator between a video and other
-    requests, their passes taking turns.
+    requests, their passes taking turns. `keep_tone` > 0 puts each frame's brightness, contrast
+    and colour cast back on its translation (scenimefy.inference.tone).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size}: expected >= 1")
@@ -149,7 +152,8 @@ def translate_frames(
                 stack.enter_context(pass_lock)
             if smoothing > 0:
                 stack.enter_context(_instance_norm_statistics(generator, {}, record=False, mix=smoother))
-            return translate_batch(generator, batch)
+            ys = translate_batch(generator, batch)
+        return [keep_tone_of(y, x, keep_tone) for x, y in zip(batch, ys, strict=True)]
 
     batch: list[Tensor] = []
     for frame in frames:
@@ -312,6 +316,7 @@ def translate_video(
     batch_size: int = 4,
     max_side: int = 0,
     smoothing: float = 0.8,
+    keep_tone: float = 0.0,
     device: str | torch.device = "cpu",
     memory_budget_gib: float = 0.0,
     progress: bool = True,
@@ -324,7 +329,8 @@ def translate_video(
     Frames are decoded, optionally downscaled (longer side <= `max_side`), translated
     `batch_size` at a time (fewer when a `MemoryPlan` says a batch would not fit) with
     instance-norm statistics smoothed over time (`smoothing`, 0: per frame), and encoded at the
-    source's timestamps; audio streams are copied. A progress bar shows frames/s and the time
+    source's timestamps; audio streams are copied. `keep_tone` > 0: each frame's tone is put
+    back on its translation (scenimefy.inference.tone). A progress bar shows frames/s and the time
     left. Raises VideoError (one line) for an unreadable file, a missing video stream, a codec
     FFmpeg cannot decode or a clip without frames; `dst` is then not created, and a run killed
     midway leaves only a hidden temporary file, never a partial `dst`. With a generator that has
@@ -415,7 +421,12 @@ def translate_video(
 
                 try:
                     ys = translate_frames(
-                        generator, decoded(), batch_size=per_pass, smoothing=smoothing, pass_lock=pass_lock
+                        generator,
+                        decoded(),
+                        batch_size=per_pass,
+                        smoothing=smoothing,
+                        keep_tone=keep_tone,
+                        pass_lock=pass_lock,
                     )
                     for y in ys:
                         encode(y)

@@ -109,6 +109,7 @@ class Translator:
             "device": str(self.device),
             "precision": "bf16" if want_bf16 else "fp32",
             "max_batch_size": cfg.max_batch_size,
+            "keep_tone": cfg.keep_tone,
         }
         self.translate_batched.set_max_batch_size(cfg.max_batch_size)
         self.translate_batched.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
@@ -148,6 +149,7 @@ class Translator:
                     batch_size=self.cfg.video_batch_size,
                     max_side=max_side,
                     smoothing=self.cfg.video_smoothing,
+                    keep_tone=self.cfg.keep_tone,
                     device=self.device,
                     memory_budget_gib=self.cfg.memory_budget_gib,
                     progress=False,
@@ -185,6 +187,7 @@ class Translator:
 
     def _translate_groups(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, int]]:
         from scenimefy.data.images import from_uint8, to_uint8
+        from scenimefy.inference.tone import keep_tone
         from scenimefy.inference.translate import padded_size, translate_batch
 
         groups: dict[tuple[int, int], list[int]] = {}
@@ -198,20 +201,20 @@ class Translator:
                 xs = [from_uint8(images[i].copy())[0] for i in chunk]  # arrays from Ray are read-only
                 with self.pass_lock, self._autocast():
                     ys = translate_batch(self.generator, xs)
-                for i, y in zip(chunk, ys, strict=True):
-                    out[i] = (to_uint8(y.float().cpu()), len(chunk))
+                for i, x, y in zip(chunk, xs, ys, strict=True):
+                    out[i] = (to_uint8(keep_tone(y.float(), x.to(y.device), self.cfg.keep_tone).cpu()), len(chunk))
         return out  # type: ignore[return-value]
 
     def _tiled(self, image: np.ndarray) -> np.ndarray:
         from scenimefy.data.images import from_uint8, to_uint8
+        from scenimefy.inference.tone import keep_tone
         from scenimefy.inference.translate import padded_size, translate_tiled
 
         tile = self.plan.tile_for(*padded_size(*image.shape[:2]), overlap=self.cfg.tile_overlap)
+        x = from_uint8(image.copy())[0]
         with self.pass_lock, self._autocast():
-            y = translate_tiled(
-                self.generator, from_uint8(image.copy())[0], tile=tile, tile_overlap=self.cfg.tile_overlap, batch_size=1
-            )
-        return to_uint8(y.float().cpu())
+            y = translate_tiled(self.generator, x, tile=tile, tile_overlap=self.cfg.tile_overlap, batch_size=1)
+        return to_uint8(keep_tone(y.float(), x.to(y.device), self.cfg.keep_tone).cpu())
 
 
 def _snapshot_config(checkpoint: str) -> dict | None:
