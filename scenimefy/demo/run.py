@@ -257,8 +257,9 @@ def _run_demo_stages(out: Path, overrides, workers: int, photos: str) -> tuple[d
     grid_path = out / "before_after.png"
     save_image_atomic(str(grid_path), labelled_before_after(test_photos, test_translated, test_toned))
     content = (mean_luminance_ssim(test_photos, test_translated), mean_luminance_ssim(test_photos, test_toned))
-    lines = [f"  {r.stage}: " + (f"ran in {r.seconds:.0f} s" if r.action == "ran" else "skipped (finished earlier)")
+    times = [f"{r.stage} {r.seconds:.0f} s" if r.action == "ran" else f"{r.stage} skipped (finished earlier)"
              for r in outcome.stages]  # fmt: skip
+    lines = [f"  stages: {', '.join(times)}"]
     candidates, kept, inspection = selection_counts(read_record(cfg, PAIRS))
     kept_dropped = out / "kept_dropped.png"
     if inspection and Path(inspection).is_file():
