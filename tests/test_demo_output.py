@@ -270,7 +270,7 @@ def test_demo_refuses_a_photos_path_that_is_not_a_folder(tmp_path):
         run_demo(out_dir=str(tmp_path / "demo"), photos=str(tmp_path / "missing"))
 
 
-def test_ingest_options_carry_the_data_context_without_the_deprecated_option():
+def test_ingest_options_carry_the_data_context_without_the_deprecated_option_and_keep_order():
     import warnings
 
     from ray.data import DataContext
@@ -284,7 +284,7 @@ def test_ingest_options_carry_the_data_context_without_the_deprecated_option():
         DataConfig.default_ingest_options()  # Ray Train's own default: passes exclude_resources
     messages = [str(w.message) for w in caught]
     current = DataContext.get_current().execution_options
-    assert ours.resource_limits == current.resource_limits and ours.preserve_order == current.preserve_order
+    assert ours.resource_limits == current.resource_limits and ours.preserve_order
     assert sum("exclude_resources" in m for m in messages) == 1  # Ray's default warns, ours does not
 
 

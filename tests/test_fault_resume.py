@@ -85,6 +85,56 @@ def test_resumed_run_equals_uninterrupted_run(ray_local, demo_data, tmp_path):
     assert differing == []
 
 
+@pytest.mark.ray
+def test_training_shards_follow_the_data_not_the_order_tasks_finish(ray_local):
+    """Ray Train splits a dataset with `streaming_split`, which hands each block to the worker with
+    the fewest rows so far, in the order blocks arrive. Here block 0's task is held until the other
+    five have run, so it arrives last; with `ingest_options` (preserve_order) the split is still by
+    block order: blocks 0, 2, 4 to the first worker and 1, 3, 5 to the second (8 rows each, ties to
+    the first). Ray's default order would give block 0 to the second worker."""
+    import asyncio
+    import threading
+
+    import ray
+
+    from scenimefy.distributed.cluster import ingest_options
+
+    @ray.remote
+    class Gate:
+        def __init__(self, others: int):
+            self.others, self.arrived, self.event = others, 0, asyncio.Event()
+
+        async def arrive(self) -> None:
+            self.arrived += 1
+            if self.arrived == self.others:
+                self.event.set()
+
+        async def wait(self) -> None:
+            await asyncio.wait_for(self.event.wait(), 60)
+
+    gate = Gate.remote(5)
+
+    def block_0_last(batch):
+        ray.get(gate.wait.remote() if int(batch["id"][0]) < 8 else gate.arrive.remote())
+        return batch
+
+    ds = ray.data.range(48, override_num_blocks=6).map_batches(block_0_last, batch_size=None)
+    ds.context.execution_options = ingest_options()
+    shards = ds.streaming_split(2, equal=True)
+    blocks: list[list[int]] = [[], []]
+
+    def consume(rank: int) -> None:
+        ids = [int(v) for batch in shards[rank].iter_batches(batch_size=None) for v in batch["id"]]
+        blocks[rank] = sorted({i // 8 for i in ids})
+
+    threads = [threading.Thread(target=consume, args=(rank,)) for rank in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert blocks == [[0, 2, 4], [1, 3, 5]]
+
+
 def _refused_on_one_worker(out: Path, demo_data: dict) -> None:
     """Resuming the 2-worker run "split" on 1 worker is refused before Ray Train starts: each worker's
     data position and random state belong to its shard, and the global batch would halve. The CLI

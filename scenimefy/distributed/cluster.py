@@ -295,14 +295,21 @@ def copy_atomic(src: Path, dst: Path) -> None:
 
 
 def ingest_options():
-    """Ray Train's default ingest options (the current DataContext's), built without the deprecated
-    `exclude_resources`, which Ray Train's own default passes and Ray Data then warns about."""
+    """The execution options of the training datasets' shards: the current DataContext's resource
+    limits and progress setting, built without the deprecated `exclude_resources` (which Ray Train's
+    own default passes and Ray Data then warns about), and with `preserve_order`.
+
+    Ray Train splits each dataset with `streaming_split`, whose coordinator hands every block to
+    the worker that has received the fewest rows so far, in the order blocks arrive. Without
+    `preserve_order` they arrive in the order their read tasks finish, so which images a worker
+    sees in a pass changed from run to run (and between a run and its resume) once a dataset had
+    more than one block; with it the shards depend on the data alone."""
     from ray.data import DataContext, ExecutionOptions
 
     current = DataContext.get_current().execution_options
     return ExecutionOptions(
         resource_limits=current.resource_limits,
-        preserve_order=current.preserve_order,
+        preserve_order=True,
         verbose_progress=current.verbose_progress,
     )
 
