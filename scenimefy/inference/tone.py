@@ -68,10 +68,10 @@ def tone_transform(photo: Tensor, translated: Tensor, strength: float) -> tuple[
 
 def keep_tone(translated: Tensor, photo: Tensor, strength: float) -> Tensor:
     """`translated` (3, H, W) in [-1, 1] with `photo`'s tone at `strength` (module docstring),
-    clamped to [-1, 1]. The two need not have the same size (statistics are global); strength 0
-    returns `translated` itself."""
+    clamped to [-1, 1]. The two need not have the same size (statistics are global) nor be on the
+    same device (the result is on `translated`'s); strength 0 returns `translated` itself."""
     if strength == 0.0:
         return translated
-    matrix, offset = tone_transform(photo, translated, strength)
+    matrix, offset = tone_transform(photo.to(translated.device), translated, strength)
     out = torch.einsum("ij,jhw->ihw", matrix.float(), translated.float()) + offset.float()[:, None, None]
     return out.clamp_(-1.0, 1.0).to(translated.dtype)

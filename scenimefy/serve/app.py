@@ -202,7 +202,7 @@ class Translator:
                 with self.pass_lock, self._autocast():
                     ys = translate_batch(self.generator, xs)
                 for i, x, y in zip(chunk, xs, ys, strict=True):
-                    out[i] = (to_uint8(keep_tone(y.float(), x.to(y.device), self.cfg.keep_tone).cpu()), len(chunk))
+                    out[i] = (to_uint8(keep_tone(y.float(), x, self.cfg.keep_tone).cpu()), len(chunk))
         return out  # type: ignore[return-value]
 
     def _tiled(self, image: np.ndarray) -> np.ndarray:
@@ -214,7 +214,7 @@ class Translator:
         x = from_uint8(image.copy())[0]
         with self.pass_lock, self._autocast():
             y = translate_tiled(self.generator, x, tile=tile, tile_overlap=self.cfg.tile_overlap, batch_size=1)
-        return to_uint8(keep_tone(y.float(), x.to(y.device), self.cfg.keep_tone).cpu())
+        return to_uint8(keep_tone(y.float(), x, self.cfg.keep_tone).cpu())
 
 
 def _snapshot_config(checkpoint: str) -> dict | None:
