@@ -301,9 +301,9 @@ def ingest_options():
 
     Ray Train splits each dataset with `streaming_split`, whose coordinator hands every block to
     the worker that has received the fewest rows so far, in the order blocks arrive. Without
-    `preserve_order` they arrive in the order their read tasks finish, so which images a worker
-    sees in a pass changed from run to run (and between a run and its resume) once a dataset had
-    more than one block; with it the shards depend on the data alone."""
+    `preserve_order` they arrive in the order their read tasks finish, so for a dataset of more
+    than one block a worker's images would depend on timing (differ between two runs, or between a
+    run and its resume); with it the shards depend on the data alone."""
     from ray.data import DataContext, ExecutionOptions
 
     current = DataContext.get_current().execution_options

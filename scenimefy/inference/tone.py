@@ -37,6 +37,12 @@ RGB_TO_YCBCR = torch.tensor(
 STD_FLOOR = 1e-3  # a flat translation's luma spread is taken as this (no division by zero)
 
 
+def check_strength(strength: float) -> None:
+    """A ValueError naming `keep_tone` unless 0 <= strength <= 1."""
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"keep_tone={strength}: expected a strength in [0, 1] (0: off)")
+
+
 def tone_statistics(image: Tensor) -> tuple[Tensor, Tensor]:
     """(mean of Y, Cb and Cr as a (3,) float64 tensor, standard deviation of Y) of a (3, H, W) image.
 
@@ -51,8 +57,7 @@ def tone_statistics(image: Tensor) -> tuple[Tensor, Tensor]:
 def tone_transform(photo: Tensor, translated: Tensor, strength: float) -> tuple[Tensor, Tensor]:
     """The (3, 3) matrix A and (3,) offset c, acting on RGB, with `A @ rgb + c` = the module's
     formula applied to `translated` (float64, on the images' device)."""
-    if not 0.0 <= strength <= 1.0:
-        raise ValueError(f"keep_tone={strength}: expected a strength in [0, 1] (0: off)")
+    check_strength(strength)
     photo_mean, photo_std = tone_statistics(photo)
     own_mean, own_std = tone_statistics(translated)
     gain = 1.0 + strength * (photo_std / own_std.clamp(min=STD_FLOOR) - 1.0)

@@ -578,8 +578,7 @@ def translate_paths(
     if max_side < 0:
         raise ValueError(f"max_side={max_side}: expected >= 0 (0 keeps the size)")
     _check_tiling(tile, tile_overlap)
-    if not 0.0 <= keep_tone <= 1.0:
-        raise ValueError(f"keep_tone={keep_tone}: expected a strength in [0, 1] (0: off)")
+    tone.check_strength(keep_tone)
     out_dir = os.fspath(out_dir)
     device = resolve_device(device)
     generator = generator.to(device).eval()  # modules move in place
